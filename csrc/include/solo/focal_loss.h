@@ -4,13 +4,14 @@
 //   positive (label == class):  L = -alpha (1-p)^gamma log(p)       = alpha (1-p)^gamma softplus(-x)
 //   negative:                   L = -(1-alpha) p^gamma log(1-p)     = (1-alpha) p^gamma softplus(x)
 //
-//   dL/dx (positive) = -alpha (1-p)^gamma [gamma p softplus(-x) + (1-p)]
-//   dL/dx (negative) = (1-alpha) p^gamma [gamma (1-p) softplus(x) + p]
+// Both cases are one formula in z = -x (positive) or z = x (negative), with a_t = alpha or 1 - alpha:
+//   L     = a_t sigmoid(z)^gamma softplus(z)
+//   dL/dz = a_t sigmoid(z)^gamma [gamma (1 - sigmoid(z)) softplus(z) + sigmoid(z)],   dL/dx = +-dL/dz
 //
-// Numerics: log(p) and log(1-p) are taken as -softplus(-x) and -softplus(x), built from one exp(-|x|) and
-// one log1p, so neither underflows to log(0) for large |x| (the naive form gives inf/NaN at |x| > ~17 in fp32
-// and > ~88 for the exp). p and 1-p are computed separately from the same exp so that 1-p keeps its relative
-// precision when p -> 1 (1 - sigmoid(x) rounds to 0 in fp32 for x > ~17).
+// Numerics: log(p) and log(1-p) are taken as -softplus(-x) and -softplus(x), built from one e = exp(-|x|) and
+// one log1p(e), so neither becomes log(0) for large |x| (the naive form gives inf/NaN for |x| > ~17 in fp32).
+// sigmoid(z) and 1 - sigmoid(z) are both computed from the same e, so 1 - p keeps its relative precision when
+// p -> 1. The branch on the label is a select, not a jump, so CPU loops vectorise.
 #pragma once
 
 #include "solo/macros.h"
@@ -18,35 +19,37 @@
 namespace solo {
 namespace math {
 
-// gamma == 2 is the SOLO default: a multiply instead of powf is ~10x cheaper and exact.
-template <typename T>
+// kGamma = 2 (the SOLO default) squares instead of calling pow: exact and ~10x cheaper. kGamma = -1: any gamma.
+template <int kGamma, typename T>
 SOLO_HOST_DEVICE T focal_pow(T base, T gamma) {
+  if (kGamma == 2) return base * base;
   if (gamma == T(2)) return base * base;
   if (gamma == T(1)) return base;
   if (gamma == T(0)) return T(1);
   return pow_(base, gamma);
 }
 
+// Loss and derivative of one logit given e = exp(-|x|) and l1p = log1p(e); the transcendental functions are
+// left to the caller so the CPU kernel can use its vectorisable versions (solo/fast_math.h).
+template <int kGamma, typename T>
+SOLO_HOST_DEVICE void focal_loss_from_exp(T x, bool positive, T e, T l1p, T alpha, T gamma, T* loss, T* grad) {
+  const T z = positive ? -x : x;
+  const T a_t = positive ? alpha : T(1) - alpha;
+  const T r = T(1) / (T(1) + e);
+  const T s = z >= T(0) ? r : e * r;       // sigmoid(z)
+  const T s1 = z >= T(0) ? e * r : r;      // 1 - sigmoid(z), without cancellation
+  const T sp = (z > T(0) ? z : T(0)) + l1p;  // softplus(z)
+  const T w = focal_pow<kGamma>(s, gamma);
+  *loss = a_t * w * sp;
+  const T gz = a_t * w * (gamma * s1 * sp + s);
+  *grad = positive ? -gz : gz;
+}
+
 // Loss and derivative of one logit. `positive` is true when the element's class is the row's label.
 template <typename T>
 SOLO_HOST_DEVICE void focal_loss_element(T x, bool positive, T alpha, T gamma, T* loss, T* grad) {
-  const T ax = x < T(0) ? -x : x;
-  const T e = exp_(-ax);          // in (0, 1]
-  const T l1p = log1p_(e);        // log(1 + exp(-|x|))
-  const T inv = T(1) / (T(1) + e);
-  const T p = x >= T(0) ? inv : e * inv;      // sigmoid(x)
-  const T q = x >= T(0) ? e * inv : inv;      // 1 - sigmoid(x), without cancellation
-  if (positive) {
-    const T sp = (x < T(0) ? -x : T(0)) + l1p;  // softplus(-x) = -log(p)
-    const T w = focal_pow(q, gamma);
-    *loss = alpha * w * sp;
-    *grad = -alpha * w * (gamma * p * sp + q);
-  } else {
-    const T sp = (x > T(0) ? x : T(0)) + l1p;   // softplus(x) = -log(1-p)
-    const T w = focal_pow(p, gamma);
-    *loss = (T(1) - alpha) * w * sp;
-    *grad = (T(1) - alpha) * w * (gamma * q * sp + p);
-  }
+  const T e = exp_(x < T(0) ? x : -x);
+  focal_loss_from_exp<-1>(x, positive, e, log1p_(e), alpha, gamma, loss, grad);
 }
 
 }  // namespace math
