@@ -13,6 +13,13 @@
 namespace solo {
 namespace math {
 
+// sigmoid(x) given e = exp(-|x|) (the CPU kernels compute e with solo/fast_math.h).
+template <typename T>
+SOLO_HOST_DEVICE T sigmoid_from_exp(T x, T e) {
+  const T r = T(1) / (T(1) + e);
+  return x >= T(0) ? r : e * r;
+}
+
 template <typename T>
 SOLO_HOST_DEVICE T sigmoid(T x) {
   // exp of a non-positive argument only: never overflows.
