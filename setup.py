@@ -96,7 +96,11 @@ def extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "kernels")]
-    extra = {"cxx": opt + ["-fvisibility=hidden"]}
+    # -fopenmp-simd: honour the `omp simd` loop pragmas (no OpenMP runtime). No trapping math / errno: lets the
+    # compiler evaluate both sides of a select, so the branch-free loss loops vectorise; we use neither feature.
+    # -fopenmp: at::parallel_for is an inline `omp parallel` in torch's headers; without it the CPU kernels run
+    # on one thread. libgomp resolves to the copy torch already loaded (same soname).
+    extra = {"cxx": opt + ["-fvisibility=hidden", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]}
     define_macros = []
     arch_list = None
     if with_cuda:
@@ -134,6 +138,7 @@ def extensions():
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
     )
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
 

@@ -11,11 +11,9 @@
 
 // `import solo._C` loads this shared object, which runs the static registrations below. No pybind11:
 // the module itself is empty.
-extern "C" {
-PyObject* PyInit__C(void) {
+PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
-}
 }
 
 TORCH_LIBRARY(solo, m) {

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <stdint.h>
-#include <string.h>
 
 #include "solo/macros.h"
 
@@ -29,8 +28,13 @@ SOLO_HOST_DEVICE float exp_nonpos(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
-  float scale;
-  memcpy(&scale, &bits, sizeof(scale));
+  // A bit cast that takes no address: under `omp simd` an address-taken local becomes a per-lane array and
+  // stops vectorisation.
+#if defined(__CUDA_ARCH__)
+  const float scale = __int_as_float(bits);
+#else
+  const float scale = __builtin_bit_cast(float, bits);
+#endif
   return x < -87.0f ? 0.0f : p * scale;
 }
 

@@ -29,10 +29,17 @@ SOLO_HOST_DEVICE T focal_pow(T base, T gamma) {
   return pow_(base, gamma);
 }
 
+template <typename T>
+struct FocalTerm {
+  T loss;
+  T grad;
+};
+
 // Loss and derivative of one logit given e = exp(-|x|) and l1p = log1p(e); the transcendental functions are
-// left to the caller so the CPU kernel can use its vectorisable versions (solo/fast_math.h).
+// left to the caller so the CPU kernel can use its vectorisable versions (solo/fast_math.h). Returns a value
+// (no output pointers) so that vectorised CPU loops keep everything in registers.
 template <int kGamma, typename T>
-SOLO_HOST_DEVICE void focal_loss_from_exp(T x, bool positive, T e, T l1p, T alpha, T gamma, T* loss, T* grad) {
+SOLO_HOST_DEVICE FocalTerm<T> focal_loss_from_exp(T x, bool positive, T e, T l1p, T alpha, T gamma) {
   const T z = positive ? -x : x;
   const T a_t = positive ? alpha : T(1) - alpha;
   const T r = T(1) / (T(1) + e);
@@ -40,16 +47,17 @@ SOLO_HOST_DEVICE void focal_loss_from_exp(T x, bool positive, T e, T l1p, T alph
   const T s1 = z >= T(0) ? e * r : r;      // 1 - sigmoid(z), without cancellation
   const T sp = (z > T(0) ? z : T(0)) + l1p;  // softplus(z)
   const T w = focal_pow<kGamma>(s, gamma);
-  *loss = a_t * w * sp;
   const T gz = a_t * w * (gamma * s1 * sp + s);
-  *grad = positive ? -gz : gz;
+  return {a_t * w * sp, positive ? -gz : gz};
 }
 
 // Loss and derivative of one logit. `positive` is true when the element's class is the row's label.
 template <typename T>
 SOLO_HOST_DEVICE void focal_loss_element(T x, bool positive, T alpha, T gamma, T* loss, T* grad) {
   const T e = exp_(x < T(0) ? x : -x);
-  focal_loss_from_exp<-1>(x, positive, e, log1p_(e), alpha, gamma, loss, grad);
+  const FocalTerm<T> r = focal_loss_from_exp<-1>(x, positive, e, log1p_(e), alpha, gamma);
+  *loss = r.loss;
+  *grad = r.grad;
 }
 
 }  // namespace math

@@ -26,3 +26,15 @@ SOLO_HOST_DEVICE double pow_(double x, double y) { return ::pow(x, y); }
 
 }  // namespace math
 }  // namespace solo
+
+// Vectorisation hints for the CPU loops (setup.py compiles with -fopenmp-simd: no OpenMP runtime, only the
+// simd pragmas). The reduction clause lets the compiler reorder a float sum into vector lanes, which it may
+// not do on its own without -ffast-math.
+#define SOLO_PRAGMA(x) _Pragma(#x)
+#if defined(_OPENMP) || defined(__clang__) || defined(__GNUC__)
+#define SOLO_SIMD SOLO_PRAGMA(omp simd)
+#define SOLO_SIMD_SUM(...) SOLO_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#else
+#define SOLO_SIMD
+#define SOLO_SIMD_SUM(...)
+#endif

@@ -1,0 +1,226 @@
+// CPU kernels of solo::dice_loss_fwd / solo::dice_loss_bwd (plain and decoupled Dice loss).
+//
+// Forward: one pass over each instance row for (sum p t, sum p^2, sum t^2). Backward: one pass writing the
+// gradient. p = sigmoid(x) or sigmoid(x) sigmoid(y) is recomputed on the fly: never stored.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "solo/dice_loss.h"
+#include "solo/fast_math.h"
+
+namespace solo {
+namespace {
+
+// Elements per inner block: sums of a block are formed in registers, then added to the row total, which keeps
+// the float rounding error at O(block + L / block) ulp instead of O(L).
+constexpr int64_t kBlock = 512;
+
+template <typename acc_t>
+inline acc_t sigmoid_cpu(acc_t x) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    return math::sigmoid_from_exp(x, math::exp_nonpos(x < 0 ? x : -x));
+  } else {
+    return math::sigmoid(x);
+  }
+}
+
+
+// Gradient of one span [k0, k1) of one instance row, given that row's coefficients cp and ct.
+template <typename scalar_t, typename target_t, typename acc_t>
+void dice_bwd_span(const scalar_t* __restrict xr, const scalar_t* __restrict yr, const target_t* __restrict tr,
+                   scalar_t* __restrict gxr, scalar_t* __restrict gyr, int64_t k0, int64_t k1, acc_t cp, acc_t ct) {
+  if (yr) {
+    SOLO_SIMD
+    for (int64_t k = k0; k < k1; ++k) {
+      const acc_t sx = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k]));
+      const acc_t sy = sigmoid_cpu<acc_t>(static_cast<acc_t>(yr[k]));
+      const acc_t g = cp * (sx * sy) + ct * static_cast<acc_t>(tr[k]);
+      gxr[k] = static_cast<scalar_t>(g * sx * (acc_t(1) - sx) * sy);
+      gyr[k] = static_cast<scalar_t>(g * sy * (acc_t(1) - sy) * sx);
+    }
+  } else {
+    SOLO_SIMD
+    for (int64_t k = k0; k < k1; ++k) {
+      const acc_t p = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k]));
+      const acc_t g = cp * p + ct * static_cast<acc_t>(tr[k]);
+      gxr[k] = static_cast<scalar_t>(g * p * (acc_t(1) - p));
+    }
+  }
+}
+
+void check_dice_inputs(const char* fn, const at::Tensor& logits, const at::Tensor& targets,
+                       const c10::optional<at::Tensor>& y_logits) {
+  TORCH_CHECK(logits.dim() == 2, fn, ": logits must be 2-D [P, L], got shape ", logits.sizes());
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), fn,
+              ": logits must be float16, bfloat16, float32 or float64, got ", logits.scalar_type());
+  TORCH_CHECK(targets.sizes() == logits.sizes(), fn, ": targets must have the shape of logits ", logits.sizes(),
+              ", got ", targets.sizes());
+  const auto tt = targets.scalar_type();
+  TORCH_CHECK(tt == at::kBool || tt == at::kByte || at::isFloatingType(tt), fn,
+              ": targets must be bool, uint8 or floating point, got ", tt);
+  TORCH_CHECK(targets.device() == logits.device(), fn, ": targets must be on the device of logits (",
+              logits.device(), "), got ", targets.device());
+  if (y_logits.has_value()) {
+    TORCH_CHECK(y_logits->sizes() == logits.sizes(), fn, ": y_logits must have the shape of logits ",
+                logits.sizes(), ", got ", y_logits->sizes());
+    TORCH_CHECK(y_logits->scalar_type() == logits.scalar_type(), fn, ": y_logits must have the dtype of logits (",
+                logits.scalar_type(), "), got ", y_logits->scalar_type());
+    TORCH_CHECK(y_logits->device() == logits.device(), fn, ": y_logits must be on the device of logits (",
+                logits.device(), "), got ", y_logits->device());
+  }
+}
+
+// Calls f.template operator()<target_t>() with the C++ type of the targets' dtype (bool is read as uint8).
+template <typename F>
+void dispatch_target(at::ScalarType t, F&& f) {
+  switch (t) {
+    case at::kBool:
+    case at::kByte:
+      f(uint8_t{});
+      break;
+    case at::kHalf:
+      f(at::Half{});
+      break;
+    case at::kBFloat16:
+      f(at::BFloat16{});
+      break;
+    case at::kFloat:
+      f(float{});
+      break;
+    case at::kDouble:
+      f(double{});
+      break;
+    default:
+      TORCH_CHECK(false, "dice_loss: unsupported targets dtype ", t);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> dice_loss_fwd_cpu(const at::Tensor& logits, const at::Tensor& targets,
+                                                     const c10::optional<at::Tensor>& y_logits, double eps) {
+  check_dice_inputs("dice_loss", logits, targets, y_logits);
+  const at::Tensor x = logits.contiguous();
+  const at::Tensor t = targets.contiguous();
+  const at::Tensor y = y_logits.has_value() ? y_logits->contiguous() : at::Tensor();
+  const int64_t P = x.size(0);
+  const int64_t L = x.size(1);
+  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor sums = at::empty({P, 3}, x.options().dtype(acc_dtype));
+  at::Tensor loss = at::empty({P}, x.options().dtype(acc_dtype));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dice_loss_fwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_target(t.scalar_type(), [&](auto tag) {
+      using target_t = decltype(tag);
+      const scalar_t* xp = x.data_ptr<scalar_t>();
+      const scalar_t* yp = y.defined() ? y.data_ptr<scalar_t>() : nullptr;
+      const target_t* tp = static_cast<const target_t*>(t.data_ptr());
+      acc_t* sp = sums.data_ptr<acc_t>();
+      acc_t* lp = loss.data_ptr<acc_t>();
+      // Grain 1: rows are large (tens of thousands of elements).
+      at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t* xr = xp + i * L;
+          const scalar_t* yr = yp ? yp + i * L : nullptr;
+          const target_t* tr = tp + i * L;
+          acc_t a = 0, b = 0, c = 0;
+          for (int64_t k0 = 0; k0 < L; k0 += kBlock) {
+            const int64_t k1 = std::min(L, k0 + kBlock);
+            acc_t ba = 0, bb = 0, bc = 0;
+            if (yr) {
+              SOLO_SIMD_SUM(ba, bb, bc)
+              for (int64_t k = k0; k < k1; ++k) {
+                const acc_t p = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k])) *
+                                sigmoid_cpu<acc_t>(static_cast<acc_t>(yr[k]));
+                const acc_t tv = static_cast<acc_t>(tr[k]);
+                ba += p * tv;
+                bb += p * p;
+                bc += tv * tv;
+              }
+            } else {
+              SOLO_SIMD_SUM(ba, bb, bc)
+              for (int64_t k = k0; k < k1; ++k) {
+                const acc_t p = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k]));
+                const acc_t tv = static_cast<acc_t>(tr[k]);
+                ba += p * tv;
+                bb += p * p;
+                bc += tv * tv;
+              }
+            }
+            a += ba;
+            b += bb;
+            c += bc;
+          }
+          sp[3 * i + 0] = a;
+          sp[3 * i + 1] = b;
+          sp[3 * i + 2] = c;
+          lp[i] = math::dice_loss_from_sums(a, b, c, acc_t(eps));
+        }
+      });
+    });
+  });
+  return {loss, sums};
+}
+
+std::tuple<at::Tensor, at::Tensor> dice_loss_bwd_cpu(const at::Tensor& grad_loss, const at::Tensor& logits,
+                                                     const at::Tensor& targets,
+                                                     const c10::optional<at::Tensor>& y_logits, const at::Tensor& sums,
+                                                     double eps) {
+  check_dice_inputs("dice_loss_backward", logits, targets, y_logits);
+  const int64_t P = logits.size(0);
+  const int64_t L = logits.size(1);
+  const auto acc_dtype = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(grad_loss.numel() == P, "dice_loss_backward: grad_loss must have ", P, " elements, got ",
+              grad_loss.sizes());
+  TORCH_CHECK(sums.dim() == 2 && sums.size(0) == P && sums.size(1) == 3,
+              "dice_loss_backward: sums must have shape [", P, ", 3], got ", sums.sizes());
+  const at::Tensor g = grad_loss.reshape({P}).to(acc_dtype).contiguous();
+  const at::Tensor s = sums.to(acc_dtype).contiguous();
+  const at::Tensor x = logits.contiguous();
+  const at::Tensor t = targets.contiguous();
+  const at::Tensor y = y_logits.has_value() ? y_logits->contiguous() : at::Tensor();
+  at::Tensor gx = at::empty({P, L}, x.options());
+  at::Tensor gy = y.defined() ? at::empty({P, L}, x.options()) : at::empty({0}, x.options());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dice_loss_bwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_target(t.scalar_type(), [&](auto tag) {
+      using target_t = decltype(tag);
+      const scalar_t* xp = x.data_ptr<scalar_t>();
+      const scalar_t* yp = y.defined() ? y.data_ptr<scalar_t>() : nullptr;
+      const target_t* tp = static_cast<const target_t*>(t.data_ptr());
+      const acc_t* gp = g.data_ptr<acc_t>();
+      const acc_t* sp = s.data_ptr<acc_t>();
+      scalar_t* gxp = gx.data_ptr<scalar_t>();
+      scalar_t* gyp = y.defined() ? gy.data_ptr<scalar_t>() : nullptr;
+      // Parallel over (row, block) pairs so a few large rows still use every core.
+      const int64_t blocks_per_row = std::max<int64_t>(1, (L + 8191) / 8192);
+      const int64_t span = (L + blocks_per_row - 1) / blocks_per_row;
+      at::parallel_for(0, P * blocks_per_row, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t w = begin; w < end; ++w) {
+          const int64_t i = w / blocks_per_row;
+          const int64_t k0 = (w % blocks_per_row) * span;
+          const int64_t k1 = std::min(L, k0 + span);
+          acc_t cp, ct;
+          math::dice_grad_coeffs(sp[3 * i], sp[3 * i + 1], sp[3 * i + 2], acc_t(eps), gp[i], &cp, &ct);
+          dice_bwd_span(xp + i * L, yp ? yp + i * L : nullptr, tp + i * L, gxp + i * L, gyp ? gyp + i * L : nullptr,
+                        k0, k1, cp, ct);
+        }
+      });
+    });
+  });
+  return {gx, gy};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(solo, CPU, m) {
+  m.impl("dice_loss_fwd", &dice_loss_fwd_cpu);
+  m.impl("dice_loss_bwd", &dice_loss_bwd_cpu);
+}
+
+}  // namespace solo

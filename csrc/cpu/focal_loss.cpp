@@ -1,0 +1,130 @@
+// CPU kernel of solo::sigmoid_focal_loss_fwd: loss and gradient in one pass over the logits.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <type_traits>
+#include <vector>
+
+#include "solo/fast_math.h"
+#include "solo/focal_loss.h"
+
+namespace solo {
+namespace {
+
+// Rows are processed in chunks of a fixed element count, whatever the number of threads, and the chunk sums are
+// added in chunk order: the summed loss is bit-identical from run to run and across thread counts.
+constexpr int64_t kChunkElements = 8192;
+
+template <int kGamma, typename acc_t>
+inline math::FocalTerm<acc_t> focal_term(acc_t x, bool positive, acc_t alpha, acc_t gamma) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    const float e = math::exp_nonpos(x < 0 ? x : -x);
+    return math::focal_loss_from_exp<kGamma>(x, positive, e, math::log1p_unit(e), alpha, gamma);
+  } else {
+    const acc_t e = math::exp_(x < 0 ? x : -x);
+    return math::focal_loss_from_exp<kGamma>(x, positive, e, math::log1p_(e), alpha, gamma);
+  }
+}
+
+// One chunk of rows. kLoss / kGrad select at compile time which outputs are written, so the class loop is
+// straight-line code that the compiler vectorises (fast_math.h has no libm calls).
+template <int kGamma, bool kLoss, bool kGrad, typename scalar_t, typename acc_t>
+acc_t focal_rows(const scalar_t* x, const int64_t* labels, int64_t row_begin, int64_t row_end, int64_t C, acc_t alpha,
+                 acc_t gamma, acc_t* loss_out, scalar_t* grad_out) {
+  acc_t total = 0;
+  for (int64_t n = row_begin; n < row_end; ++n) {
+    const int64_t label = labels[n];
+    const scalar_t* xr = x + n * C;
+    if (label < 0) {  // ignored row: no loss, no gradient
+      if constexpr (kLoss) std::fill(loss_out + n * C, loss_out + (n + 1) * C, acc_t(0));
+      if constexpr (kGrad) std::fill(grad_out + n * C, grad_out + (n + 1) * C, scalar_t(0));
+      continue;
+    }
+    acc_t row_sum = 0;
+    SOLO_SIMD_SUM(row_sum)
+    for (int64_t c = 0; c < C; ++c) {
+      const math::FocalTerm<acc_t> r = focal_term<kGamma>(static_cast<acc_t>(xr[c]), c == label, alpha, gamma);
+      row_sum += r.loss;
+      if constexpr (kLoss) loss_out[n * C + c] = r.loss;
+      if constexpr (kGrad) grad_out[n * C + c] = static_cast<scalar_t>(r.grad);
+    }
+    total += row_sum;
+  }
+  return total;
+}
+
+template <int kGamma, typename scalar_t, typename acc_t>
+acc_t focal_rows_any(const scalar_t* x, const int64_t* labels, int64_t r0, int64_t r1, int64_t C, acc_t alpha,
+                     acc_t gamma, acc_t* loss_out, scalar_t* grad_out) {
+  if (loss_out && grad_out) return focal_rows<kGamma, true, true>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
+  if (loss_out) return focal_rows<kGamma, true, false>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
+  if (grad_out) return focal_rows<kGamma, false, true>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
+  return focal_rows<kGamma, false, false>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
+}
+
+std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_fwd_cpu(const at::Tensor& logits, const at::Tensor& labels,
+                                                               double alpha, double gamma, int64_t reduction,
+                                                               bool compute_grad) {
+  TORCH_CHECK(logits.device().is_cpu(), "sigmoid_focal_loss: logits must be a CPU tensor, got ", logits.device());
+  TORCH_CHECK(labels.device().is_cpu(), "sigmoid_focal_loss: labels must be on the same device as logits (cpu), got ",
+              labels.device());
+  TORCH_CHECK(logits.dim() == 2, "sigmoid_focal_loss: logits must be 2-D [N, C], got shape ", logits.sizes());
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()),
+              "sigmoid_focal_loss: logits must be float16, bfloat16, float32 or float64, got ", logits.scalar_type());
+  TORCH_CHECK(labels.scalar_type() == at::kLong, "sigmoid_focal_loss: labels must be int64, got ",
+              labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), "sigmoid_focal_loss: labels must have shape [",
+              logits.size(0), "] to match logits ", logits.sizes(), ", got ", labels.sizes());
+  TORCH_CHECK(reduction == 0 || reduction == 1, "sigmoid_focal_loss: reduction must be 0 (none) or 1 (sum), got ",
+              reduction);
+  TORCH_CHECK(gamma >= 0, "sigmoid_focal_loss: gamma must be >= 0, got ", gamma);
+
+  const at::Tensor x = logits.contiguous();
+  const at::Tensor y = labels.contiguous();
+  const int64_t N = x.size(0);
+  const int64_t C = x.size(1);
+  const int64_t* lab = y.data_ptr<int64_t>();
+  for (int64_t n = 0; n < N; ++n) {
+    TORCH_CHECK(lab[n] <= C, "sigmoid_focal_loss: labels must be < 0 (ignored), 0..C-1 (class) or C (background) with C=",
+                C, ", but labels[", n, "] = ", lab[n]);
+  }
+
+  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor loss = reduction == 0 ? at::empty({N, C}, x.options().dtype(acc_dtype))
+                                   : at::empty({}, x.options().dtype(acc_dtype));
+  at::Tensor grad = compute_grad ? at::empty({N, C}, x.options()) : at::empty({0}, x.options());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sigmoid_focal_loss_fwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    acc_t* loss_p = reduction == 0 ? loss.data_ptr<acc_t>() : nullptr;
+    scalar_t* grad_p = compute_grad ? grad.data_ptr<scalar_t>() : nullptr;
+    const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(C, 1));
+    const int64_t num_chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
+    std::vector<acc_t> partial(num_chunks, acc_t(0));
+    const bool gamma2 = gamma == 2.0;
+    at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t r0 = k * rows_per_chunk;
+        const int64_t r1 = std::min(N, r0 + rows_per_chunk);
+        partial[k] = gamma2 ? focal_rows_any<2>(xp, lab, r0, r1, C, acc_t(alpha), acc_t(gamma), loss_p, grad_p)
+                            : focal_rows_any<-1>(xp, lab, r0, r1, C, acc_t(alpha), acc_t(gamma), loss_p, grad_p);
+      }
+    });
+    if (reduction == 1) {
+      acc_t total = 0;
+      for (acc_t v : partial) total += v;
+      *loss.data_ptr<acc_t>() = total;
+    }
+  });
+  return {loss, grad};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(solo, CPU, m) { m.impl("sigmoid_focal_loss_fwd", &sigmoid_focal_loss_fwd_cpu); }
+
+}  // namespace solo
