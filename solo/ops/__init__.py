@@ -1,0 +1,15 @@
+"""The fused operators of solo. Each has four backends (reference, cpu, cuda, triton) computing one function;
+``available_backends()`` says which can run here and why not."""
+
+from solo.ops._backend import BACKENDS, available_backends, resolve_backend
+from solo.ops.dice_loss import decoupled_dice_loss, dice_loss
+from solo.ops.focal_loss import sigmoid_focal_loss
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "resolve_backend",
+    "sigmoid_focal_loss",
+    "dice_loss",
+    "decoupled_dice_loss",
+]
