@@ -13,8 +13,6 @@ CUDA, else reference. A backend asked for explicitly that cannot run raises ``Ru
 from __future__ import annotations
 
 import os
-from functools import lru_cache
-
 import torch
 
 from solo.ops import _ext
@@ -23,7 +21,6 @@ BACKENDS = ("reference", "cpu", "cuda", "triton")
 _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
 
 
-@lru_cache(maxsize=None)
 def _triton_status() -> tuple[bool, str]:
     try:
         import triton  # noqa: F401
@@ -33,6 +30,13 @@ def _triton_status() -> tuple[bool, str]:
 
 
 def triton_interpret() -> bool:
+    """Whether the Triton kernels were defined for the interpreter (TRITON_INTERPRET=1 when triton was imported)."""
+    from solo.ops import _registry
+
+    if _registry.TRITON_ERROR is None:
+        from solo.ops import _triton_focal_loss
+
+        return _triton_focal_loss._is_interpreted()
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -62,6 +66,10 @@ def backend_status(name: str, device: torch.device | str | None = None) -> tuple
     ok, why = _triton_status()
     if not ok:
         return False, why
+    from solo.ops import _registry
+
+    if _registry.TRITON_ERROR is not None:
+        return False, f"solo's Triton kernels failed to load ({_registry.TRITON_ERROR})"
     if dev == "cpu" and not triton_interpret():
         return False, "triton runs on CPU tensors only with TRITON_INTERPRET=1 (slow; for tests)"
     if dev is None and not torch.cuda.is_available() and not triton_interpret():

@@ -61,7 +61,8 @@ def sigmoid_focal_loss(
     alpha = _validate.finite_number(_FN, "alpha", alpha)
     gamma = _validate.finite_number(_FN, "gamma", gamma, minimum=0.0)
     num_classes = logits.shape[1]
-    if labels.numel() and (labels.device.type == "cpu" or check_values()):
+    # Under torch.compile the check would be a data-dependent graph break; the CPU kernel checks labels itself.
+    if labels.numel() and (labels.device.type == "cpu" or check_values()) and not torch.compiler.is_compiling():
         top = int(labels.max())
         if top > num_classes:
             raise ValueError(
