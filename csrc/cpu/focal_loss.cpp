@@ -44,12 +44,18 @@ acc_t focal_rows(const scalar_t* x, const int64_t* labels, int64_t row_begin, in
       continue;
     }
     acc_t row_sum = 0;
+    // 32-bit class index: comparing a 64-bit index with the label inside a float loop has no vector type in
+    // GCC's vectoriser and silently keeps the loop scalar (C < 2^31 is checked by the caller).
+    const int32_t label32 = static_cast<int32_t>(label);
+    const int32_t C32 = static_cast<int32_t>(C);
+    acc_t* lrow = kLoss ? loss_out + n * C : nullptr;
+    scalar_t* grow = kGrad ? grad_out + n * C : nullptr;
     SOLO_SIMD_SUM(row_sum)
-    for (int64_t c = 0; c < C; ++c) {
-      const math::FocalTerm<acc_t> r = focal_term<kGamma>(static_cast<acc_t>(xr[c]), c == label, alpha, gamma);
+    for (int32_t c = 0; c < C32; ++c) {
+      const math::FocalTerm<acc_t> r = focal_term<kGamma>(static_cast<acc_t>(xr[c]), c == label32, alpha, gamma);
       row_sum += r.loss;
-      if constexpr (kLoss) loss_out[n * C + c] = r.loss;
-      if constexpr (kGrad) grad_out[n * C + c] = static_cast<scalar_t>(r.grad);
+      if constexpr (kLoss) lrow[c] = r.loss;
+      if constexpr (kGrad) grow[c] = static_cast<scalar_t>(r.grad);
     }
     total += row_sum;
   }
@@ -86,6 +92,7 @@ std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_fwd_cpu(const at::Tensor& 
   const at::Tensor y = labels.contiguous();
   const int64_t N = x.size(0);
   const int64_t C = x.size(1);
+  TORCH_CHECK(C < (int64_t(1) << 31), "sigmoid_focal_loss: logits must have fewer than 2^31 classes, got ", C);
   const int64_t* lab = y.data_ptr<int64_t>();
   for (int64_t n = 0; n < N; ++n) {
     TORCH_CHECK(lab[n] <= C, "sigmoid_focal_loss: labels must be < 0 (ignored), 0..C-1 (class) or C (background) with C=",
