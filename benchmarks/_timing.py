@@ -1,0 +1,153 @@
+"""Timing, peak-memory and copy-bandwidth measurements for the benchmarks (no Triton dependency).
+
+CUDA: every timed call starts on an idle device (``torch.cuda.synchronize()`` first, after an optional L2 flush),
+and is bracketed by CUDA events on the current stream, so host-side launch overhead and host syncs inside the op
+count, as they do for a loss in a training step. CPU: ``time.perf_counter`` around each call, with the torch
+intra-op thread count as set. Both: a time-bounded warm-up (which also sizes the repeat count), then the median of
+the repeats.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long to warm up and measure each (case, pass, backend)."""
+
+    warmup_s: float = 0.2
+    min_time_s: float = 1.0
+    min_reps: int = 5
+    max_reps: int = 500
+    flush_l2: bool = True  # CUDA only
+
+    @classmethod
+    def quick(cls) -> TimingConfig:
+        return cls(warmup_s=0.02, min_time_s=0.1, min_reps=3, max_reps=20)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call times in milliseconds."""
+
+    median_ms: float
+    min_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _summary(times_ms: list[float]) -> Timing:
+    s = sorted(times_ms)
+    q = statistics.quantiles(s, n=5, method="inclusive") if len(s) > 1 else [s[0]] * 4
+    return Timing(median_ms=statistics.median(s), min_ms=s[0], p20_ms=q[0], p80_ms=q[3], reps=len(s))
+
+
+class _L2Flusher:
+    """Overwrites a buffer larger than the GPU's L2 cache, so each timed call starts with a cold cache."""
+
+    def __init__(self, device: torch.device) -> None:
+        l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
+        self.buf = torch.empty(max(2 * l2, 64 << 20), dtype=torch.int8, device=device)
+
+    def __call__(self) -> None:
+        self.buf.zero_()
+
+
+_FLUSHERS: dict[torch.device, _L2Flusher] = {}
+
+
+def bench(fn: Callable[[], object], device: torch.device, cfg: TimingConfig) -> Timing:
+    """Warm ``fn`` up, then time ``reps`` calls (enough for ``cfg.min_time_s``, within ``[min_reps, max_reps]``)."""
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or (time.perf_counter() - t0 < cfg.warmup_s and n < cfg.max_reps):
+        fn()
+        _sync(device)
+        n += 1
+    per_call = (time.perf_counter() - t0) / n
+    reps = max(cfg.min_reps, min(cfg.max_reps, math.ceil(cfg.min_time_s / max(per_call, 1e-9))))
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # no collector pauses inside the timed calls (as timeit)
+    try:
+        if device.type != "cuda":
+            times = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1e3)
+            return _summary(times)
+        return _summary(_cuda_times(fn, device, reps, _flusher(device) if cfg.flush_l2 else None))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _flusher(device: torch.device) -> _L2Flusher:
+    if device not in _FLUSHERS:
+        _FLUSHERS[device] = _L2Flusher(device)
+    return _FLUSHERS[device]
+
+
+def _cuda_times(fn: Callable[[], object], device: torch.device, reps: int, flush: _L2Flusher | None) -> list[float]:
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        if flush is not None:
+            flush()
+        torch.cuda.synchronize(device)  # the call starts on an idle GPU: its host-side cost is not hidden
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize(device)
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+def peak_extra_bytes(fn: Callable[[], object], reset: Callable[[], None], device: torch.device) -> int | None:
+    """Peak device memory allocated by one call of ``fn`` above what was allocated before it (CUDA; None on
+    other devices). ``reset`` runs first and outside the measurement (it frees the previous call's gradients)."""
+    if device.type != "cuda":
+        return None
+    reset()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, cfg: TimingConfig) -> dict[str, float]:
+    """Device copy bandwidth: ``dst.copy_(src)`` of ``nbytes``, counted as read + write (2 x nbytes) per call."""
+    no_flush = TimingConfig(cfg.warmup_s, cfg.min_time_s, max(cfg.min_reps, 5), cfg.max_reps, flush_l2=False)
+    timing = _time_copy(nbytes, device, no_flush)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "bytes": nbytes,
+        "median_ms": timing.median_ms,
+        "gb_per_s": 2 * nbytes / (timing.median_ms * 1e-3) / 1e9,
+        "best_gb_per_s": 2 * nbytes / (timing.min_ms * 1e-3) / 1e9,
+    }
+
+
+def _time_copy(nbytes: int, device: torch.device, cfg: TimingConfig) -> Timing:
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return bench(lambda: dst.copy_(src), device, cfg)
