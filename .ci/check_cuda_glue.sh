@@ -64,37 +64,58 @@ log "CUDA toolkit $CUDA_ROOT (nvcc $NVCC_VERSION), arch list $TORCH_CUDA_ARCH_LI
 
 # ---------------------------------------------------------------------------------------------------------------
 # The venv. A complete one imports the CUDA build of the pinned torch and has the build tools; anything else
-# (an interrupted install, a CPU wheel) is rebuilt from scratch. A lock keeps two checks from building it at once.
-venv_ok() {
-  [ -x "$VENV/bin/python" ] &&
-    "$VENV/bin/python" - "$TORCH_VERSION" <<'EOF' >/dev/null 2>&1
+# (an interrupted install, a CPU wheel, another torch) is rebuilt from scratch; missing build tools are just installed.
+# A lock keeps two checks from building it at once.
+# venv_state prints "ok", "tools" (the CUDA torch is fine, build tools missing) or "broken".
+venv_state() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo broken
+    return
+  fi
+  "$VENV/bin/python" - "$TORCH_VERSION" <<'EOF' 2>/dev/null || echo broken
 import sys
-import numpy, setuptools, wheel, ninja  # noqa: F401  (build tools present)
 import torch
 assert torch.version.cuda, "CPU-only torch"
 assert torch.__version__.split("+")[0] == sys.argv[1], torch.__version__
 import torch.utils.cpp_extension  # noqa: F401
+try:
+    import numpy, setuptools, wheel, ninja  # noqa: F401
+except ImportError:
+    print("tools")
+else:
+    print("ok")
 EOF
+}
+
+pip_install() {
+  # --isolated: ignore pip config/env that point at a local CPU-only wheel of torch.
+  if ! "$VENV/bin/python" -m pip install --isolated "$@" >>"$VENV.log" 2>&1; then
+    tail -n 20 "$VENV.log" >&2
+    return 1
+  fi
 }
 
 mkdir -p "$(dirname "$VENV")"
 exec 9>"$VENV.lock"
-flock 9
-if venv_ok; then
-  log "reusing venv $VENV"
-else
-  log "creating venv $VENV with the CUDA build of torch $TORCH_VERSION (a few GB; log: $VENV.log)"
-  rm -rf "$VENV"
-  "$BASE_PYTHON" -m venv "$VENV" || fail "cannot create a venv with $BASE_PYTHON"
-  # --isolated: ignore pip config/env that point at a local CPU-only wheel of torch.
-  if ! "$VENV/bin/python" -m pip install --isolated "torch==$TORCH_VERSION" numpy ninja setuptools wheel \
-    >"$VENV.log" 2>&1; then
-    tail -n 20 "$VENV.log" >&2
+flock -w 3600 9 || fail "another check has held $VENV.lock for an hour"
+case "$(venv_state)" in
+  ok) log "reusing venv $VENV" ;;
+  tools)
+    log "venv $VENV: installing missing build tools"
+    pip_install numpy ninja setuptools wheel || fail "pip install of the build tools failed (see $VENV.log)"
+    ;;
+  *)
+    log "creating venv $VENV with the CUDA build of torch $TORCH_VERSION (a few GB; log: $VENV.log)"
     rm -rf "$VENV"
-    fail "pip install into $VENV failed (see $VENV.log)"
-  fi
-  venv_ok || fail "the new venv $VENV does not import a CUDA build of torch $TORCH_VERSION (see $VENV.log)"
-fi
+    : >"$VENV.log"
+    "$BASE_PYTHON" -m venv "$VENV" || fail "cannot create a venv with $BASE_PYTHON"
+    if ! pip_install "torch==$TORCH_VERSION" numpy ninja setuptools wheel; then
+      rm -rf "$VENV"
+      fail "pip install into $VENV failed (see $VENV.log)"
+    fi
+    ;;
+esac
+[ "$(venv_state)" = ok ] || fail "the venv $VENV does not provide a CUDA build of torch $TORCH_VERSION (see $VENV.log)"
 flock -u 9
 TORCH_DESC=$("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')
 log "torch $TORCH_DESC"
@@ -146,7 +167,8 @@ for op in ops:
     name = f"solo::{op}"
     cuda = torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
     cpu = torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
-    print(f"check_cuda_glue:   {name:30s} CUDA kernel: {'yes' if cuda else 'NO'}   CPU kernel: {'yes' if cpu else 'no'}")
+    yes_no = {True: "yes", False: "no"}
+    print(f"check_cuda_glue:   {name:30s} CUDA kernel: {yes_no[cuda]:3s}   CPU kernel: {yes_no[cpu]}")
     if not cuda:
         missing.append(name)
 print(f"check_cuda_glue:   torch.cuda.is_available() = {torch.cuda.is_available()}")

@@ -255,12 +255,12 @@ cudaError_t launch_dice_loss_bwd(const acc_t<scalar_t>* grad_loss, const scalar_
   template cudaError_t launch_dice_loss_bwd<T, TT>(const acc_t<T>*, const T*, const TT*, const T*, const acc_t<T>*,   \
                                                    int64_t, int64_t, acc_t<T>, T*, T*, cudaStream_t);
 
-#define SOLO_INSTANTIATE_DICE_ALL_TARGETS(T)     \
+#define SOLO_INSTANTIATE_DICE_ALL_TARGETS(T)                  \
   template size_t dice_loss_scratch_bytes<T>(int64_t, int64_t); \
-  SOLO_INSTANTIATE_DICE(T, uint8_t)              \
-  SOLO_INSTANTIATE_DICE(T, __half)               \
-  SOLO_INSTANTIATE_DICE(T, __nv_bfloat16)        \
-  SOLO_INSTANTIATE_DICE(T, float)                \
+  SOLO_INSTANTIATE_DICE(T, uint8_t)                             \
+  SOLO_INSTANTIATE_DICE(T, __half)                              \
+  SOLO_INSTANTIATE_DICE(T, __nv_bfloat16)                       \
+  SOLO_INSTANTIATE_DICE(T, float)                               \
   SOLO_INSTANTIATE_DICE(T, double)
 
 SOLO_INSTANTIATE_DICE_ALL_TARGETS(float)

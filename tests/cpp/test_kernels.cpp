@@ -86,7 +86,9 @@ struct DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   T* get() { return base + offset; }
-  void upload(const std::vector<T>& h) { CUDA_OK(cudaMemcpy(get(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+  void upload(const std::vector<T>& h) {
+    CUDA_OK(cudaMemcpy(get(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
   std::vector<T> download() {
     std::vector<T> h(n);
     CUDA_OK(cudaMemcpy(h.data(), get(), n * sizeof(T), cudaMemcpyDeviceToHost));
