@@ -21,7 +21,7 @@ namespace {
 constexpr int64_t kBlock = 512;
 
 template <typename acc_t>
-inline acc_t sigmoid_cpu(acc_t x) {
+SOLO_HOST_DEVICE acc_t sigmoid_cpu(acc_t x) {
   if constexpr (std::is_same_v<acc_t, float>) {
     return math::sigmoid_from_exp(x, math::exp_nonpos(x < 0 ? x : -x));
   } else {

@@ -19,7 +19,7 @@ namespace {
 constexpr int64_t kChunkElements = 8192;
 
 template <int kGamma, typename acc_t>
-inline math::FocalTerm<acc_t> focal_term(acc_t x, bool positive, acc_t alpha, acc_t gamma) {
+SOLO_HOST_DEVICE math::FocalTerm<acc_t> focal_term(acc_t x, bool positive, acc_t alpha, acc_t gamma) {
   if constexpr (std::is_same_v<acc_t, float>) {
     const float e = math::exp_nonpos(x < 0 ? x : -x);
     return math::focal_loss_from_exp<kGamma>(x, positive, e, math::log1p_unit(e), alpha, gamma);
