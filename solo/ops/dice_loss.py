@@ -40,14 +40,6 @@ def _flatten(fn: str, logits: Tensor, targets: Tensor, y_logits: Tensor | None):
     return flat[0], flat[1], None if y_logits is None else y_logits.reshape(p, n)
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / max(loss.numel(), 1)
-
-
 def _dice(fn, logits, targets, y_logits, eps, reduction, backend) -> Tensor:
     x, t, y = _flatten(fn, logits, targets, y_logits)
     eps = _validate.finite_number(fn, "eps", eps, minimum=0.0)
@@ -59,7 +51,7 @@ def _dice(fn, logits, targets, y_logits, eps, reduction, backend) -> Tensor:
         return reference.decoupled_dice_loss(x, y, t, eps, reduction)
     op = getattr(torch.ops, _registry.op_namespace(name)).dice_loss_fwd
     loss, _ = op(x, t, y, eps)
-    return _reduce(loss, reduction)
+    return reference.reduce_losses(loss, reduction)
 
 
 def dice_loss(

@@ -44,7 +44,8 @@ def sigmoid_focal_loss(
     return loss.sum() / (valid.sum() * c).clamp(min=1)
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
+def reduce_losses(loss: Tensor, reduction: str) -> Tensor:
+    """Reduce per-instance losses: "none", "sum", or "mean" (0 for no instances)."""
     if reduction == "none":
         return loss
     if reduction == "sum":
@@ -68,7 +69,7 @@ def dice_loss(logits: Tensor, targets: Tensor, eps: float = 1e-3, reduction: str
     """SOLO's Dice loss per instance: ``1 - 2 sum(p t) / ((sum p^2 + eps) + (sum t^2 + eps))``, p = sigmoid."""
     dtype = acc_dtype(logits.dtype)
     p = torch.sigmoid(_flat(logits, dtype))
-    return _reduce(_dice_from_probs(p, _flat(targets, dtype), eps), reduction)
+    return reduce_losses(_dice_from_probs(p, _flat(targets, dtype), eps), reduction)
 
 
 def decoupled_dice_loss(
@@ -77,4 +78,4 @@ def decoupled_dice_loss(
     """Decoupled SOLO's Dice loss: the same with ``p = sigmoid(x) * sigmoid(y)``."""
     dtype = acc_dtype(x_logits.dtype)
     p = torch.sigmoid(_flat(x_logits, dtype)) * torch.sigmoid(_flat(y_logits, dtype))
-    return _reduce(_dice_from_probs(p, _flat(targets, dtype), eps), reduction)
+    return reduce_losses(_dice_from_probs(p, _flat(targets, dtype), eps), reduction)
