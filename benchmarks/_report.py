@@ -101,8 +101,21 @@ def environment(device: torch.device, argv: list[str]) -> dict[str, Any]:
 
 # --- formatting ---------------------------------------------------------------------------------------------
 
-COLUMNS = ("op", "size", "pass", "backend", "median ms", "vs ref", "vs compile", "GB/s", "% copy", "peak MB", "check")
-_RIGHT = {"median ms", "vs ref", "vs compile", "GB/s", "% copy", "peak MB"}
+COLUMNS = (
+    "op",
+    "size",
+    "pass",
+    "backend",
+    "median ms",
+    "vs ref",
+    "vs compile",
+    "GB/s",
+    "% copy",
+    "peak MB",
+    "busy",
+    "check",
+)
+_RIGHT = {"median ms", "vs ref", "vs compile", "GB/s", "% copy", "peak MB", "busy"}
 
 
 def _fmt_ms(ms: float) -> str:
@@ -116,6 +129,11 @@ def _fmt_x(x: float | None) -> str:
 def _short(msg: str, n: int = 60) -> str:
     msg = " ".join(msg.split())
     return msg if len(msg) <= n else msg[: n - 3] + "..."
+
+
+def _busy_cell(timing: dict[str, Any]) -> str:
+    other = timing.get("other_cpu")
+    return "" if other is None else f"{other:.2f}"
 
 
 def _check_cell(check: dict[str, Any] | None) -> str:
@@ -148,6 +166,7 @@ def table_rows(results: list[dict[str, Any]], error_width: int = 36) -> list[dic
                     "peak MB": f"{r['peak_extra_bytes'] / 2**20:.1f}"
                     if r.get("peak_extra_bytes") is not None
                     else "n/a",
+                    "busy": _busy_cell(r["timing"]),
                     "check": _check_cell(check),
                 }
             )
@@ -203,7 +222,11 @@ def header_lines(report: dict[str, Any]) -> list[str]:
     if env.get("warning"):
         lines.append(f"WARNING: {env['warning']}")
     if report.get("wall_s") is not None:
-        lines.append(f"run time: {report['wall_s']} s")
+        busy = report.get("other_cpu_during_run")
+        lines.append(
+            f"run time: {report['wall_s']} s"
+            + ("" if busy is None else f"; other processes used {busy:.2f} CPU cores on average meanwhile")
+        )
     if "gb_per_s" in bw:
         lines.append(
             f"copy bandwidth (read+write, {bw['bytes'] / 2**20:.0f} MiB copy_): {bw['gb_per_s']:.1f} GB/s median, "
@@ -221,7 +244,9 @@ NOTES = (
     "fwd runs under no_grad; fwd+bwd = forward, sum to a scalar, backward into fresh .grad tensors. "
     "vs ref / vs compile: speed-up over the eager reference / torch.compile(reference) for the same pass. "
     "GB/s: minimal traffic (inputs read once, outputs and gradients written once) / median time; % copy: of the "
-    "measured copy bandwidth. peak MB: peak memory above the inputs during one call (CUDA only). check: max "
+    "measured copy bandwidth. peak MB: peak memory above the inputs during one call (CUDA only). busy: CPU cores "
+    "used by other processes during the timed calls (CPU measurements above 0.25 are retried, the quietest kept); "
+    "large values mean inflated times. check: max "
     "|out - oracle| / max |oracle| over outputs and gradients, oracle = the reference in float64 on the same inputs."
 )
 

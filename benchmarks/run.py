@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --backends takes names from {known_backends}, got {args.backends!r}", file=sys.stderr)
         return 2
     environment = _report.environment(device, argv)  # first: the load average before our own work
+    run_monitor = _timing.OtherCpuMonitor()
+    run_monitor.start()
 
     cfg = _timing.TimingConfig.quick() if args.quick else _timing.TimingConfig()
     if args.min_time is not None:
@@ -367,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         report["results"] += run_case(case, device, dtype, backends, args, cfg, copy_bw.get("gb_per_s"))
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
+    report["other_cpu_during_run"] = run_monitor.stop()
 
     _report.print_report(report)
     complete = not args.quick and not args.ops and not args.backends
