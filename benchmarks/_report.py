@@ -54,6 +54,18 @@ def device_tag(device: torch.device) -> str:
     return f"{device.type}-{_slug(name) or 'unknown'}"
 
 
+def _extension_info() -> str:
+    """Which build of ``solo._C`` ran: its file and modification time (the git commit alone does not say)."""
+    try:
+        from solo import _C
+
+        path = Path(_C.__file__)
+        stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime).astimezone().isoformat(timespec="seconds")
+    except Exception as e:  # noqa: BLE001  (not built, or not loadable)
+        return f"not loaded ({type(e).__name__})"
+    return f"{path.name} built {stamp}"
+
+
 def environment(device: torch.device, argv: list[str]) -> dict[str, Any]:
     """Everything needed to interpret (and repeat) a run."""
     try:
@@ -82,6 +94,7 @@ def environment(device: torch.device, argv: list[str]) -> dict[str, Any]:
         "git_dirty": bool(dirty) if dirty is not None else None,
         "command": " ".join(["python", sys.argv[0] or "benchmarks/run.py", *argv]),
     }
+    env["solo_ext"] = _extension_info()
     load = env["loadavg_at_start"]
     if device.type == "cpu" and load and load[0] >= 0.75:
         env["warning"] = (
@@ -212,7 +225,10 @@ def header_lines(report: dict[str, Any]) -> list[str]:
             f"threads: {env['torch_threads']} torch intra-op of {env['cpu_count']} CPUs; "
             f"load average at start {env['loadavg_at_start']}"
         ),
-        f"date {env['date']}, commit {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}",
+        (
+            f"date {env['date']}, commit {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}; "
+            f"{env.get('solo_ext')}"
+        ),
         f"command: {env['command']}",
         (
             f"dtype {opts['dtype']}, seed {opts['seed']}, quick={opts['quick']}, check={opts['check']}, "
