@@ -15,12 +15,12 @@ Importing this module raises ImportError when triton is not installed. On CPU te
 ``TRITON_INTERPRET=1`` was set before triton was first imported.
 """
 
-import contextlib
-import struct
 
 import torch
 import triton
 import triton.language as tl
+
+from solo.ops._triton_common import device_ctx, split_f32, to_acc
 
 __all__ = ["dice_loss_bwd", "dice_loss_fwd"]
 
@@ -41,15 +41,6 @@ _BWD_NUM_WARPS = 8
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _TARGET_DTYPES = (torch.bool, torch.uint8) + _FLOAT_DTYPES
 
-
-@triton.jit
-def _to_acc(x, FP64: tl.constexpr):
-    # Accumulation dtype: float64 for float64 logits, float32 otherwise (fp16/bf16/uint8 are upcast on load).
-    if FP64:
-        r = x.to(tl.float64)
-    else:
-        r = x.to(tl.float32)
-    return r
 
 
 @triton.jit
@@ -82,21 +73,21 @@ def _dice_partial_kernel(
     split = pid - row * n_split
     row_off = row.to(tl.int64) * L  # P * L may exceed int32
     start = split * (BLOCK * ITERS)
-    zero = _to_acc(tl.zeros([BLOCK], dtype=tl.float32), FP64)
+    zero = to_acc(tl.zeros([BLOCK], dtype=tl.float32), FP64)
     acc_pt = zero
     acc_pp = zero
     acc_tt = zero
     for i in range(ITERS):
         offs = start + i * BLOCK + tl.arange(0, BLOCK)
         m = offs < L
-        x = _to_acc(tl.load(x_ptr + row_off + offs, mask=m, other=0.0), FP64)
+        x = to_acc(tl.load(x_ptr + row_off + offs, mask=m, other=0.0), FP64)
         p, _ = _sigmoid_pair(x)
         if HAS_Y:
-            y = _to_acc(tl.load(y_ptr + row_off + offs, mask=m, other=0.0), FP64)
+            y = to_acc(tl.load(y_ptr + row_off + offs, mask=m, other=0.0), FP64)
             sy, _ = _sigmoid_pair(y)
             p = p * sy
         p = tl.where(m, p, 0.0)  # masked lanes would contribute sigmoid(0)^2
-        t = _to_acc(tl.load(t_ptr + row_off + offs, mask=m, other=0), FP64)
+        t = to_acc(tl.load(t_ptr + row_off + offs, mask=m, other=0), FP64)
         acc_pt += p * t
         acc_pp += p * p
         acc_tt += t * t
@@ -122,7 +113,7 @@ def _dice_finalize_kernel(
     pid = tl.program_id(0)
     rows = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     rmask = rows < P
-    zero = _to_acc(tl.zeros([BLOCK_P, BLOCK_S], dtype=tl.float32), FP64)
+    zero = to_acc(tl.zeros([BLOCK_P, BLOCK_S], dtype=tl.float32), FP64)
     acc_a = zero
     acc_b = zero
     acc_c = zero
@@ -183,11 +174,11 @@ def _dice_bwd_kernel(
     offs = blk * BLOCK + tl.arange(0, BLOCK)
     m = offs < L
     off = row.to(tl.int64) * L + offs
-    x = _to_acc(tl.load(x_ptr + off, mask=m, other=0.0), FP64)
-    t = _to_acc(tl.load(t_ptr + off, mask=m, other=0), FP64)
+    x = to_acc(tl.load(x_ptr + off, mask=m, other=0.0), FP64)
+    t = to_acc(tl.load(t_ptr + off, mask=m, other=0), FP64)
     sx, qx = _sigmoid_pair(x)
     if HAS_Y:
-        y = _to_acc(tl.load(y_ptr + off, mask=m, other=0.0), FP64)
+        y = to_acc(tl.load(y_ptr + off, mask=m, other=0.0), FP64)
         sy, qy = _sigmoid_pair(y)
         gp = cp * (sx * sy) + ct * t
         gx = gp * (sx * qx) * sy
@@ -204,15 +195,6 @@ def _is_interpreted() -> bool:
     return type(_dice_partial_kernel).__name__ == "InterpretedFunction"
 
 
-def _split_f32(v: float) -> tuple[float, float]:
-    # Triton passes Python floats as fp32; float64 kernels rebuild the value as hi + lo.
-    hi = struct.unpack("f", struct.pack("f", v))[0]
-    return hi, float(v - hi)
-
-
-def _device_ctx(t: torch.Tensor):
-    # Triton launches on the current CUDA device: make it the tensors' device.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _check_inputs(name: str, logits: torch.Tensor, targets: torch.Tensor, y_logits: torch.Tensor | None) -> None:
@@ -276,8 +258,8 @@ def dice_loss_fwd(
     partials = torch.empty((P * n_split, 3), dtype=acc_dtype, device=dev)
     sums = torch.empty((P, 3), dtype=acc_dtype, device=dev)
     loss = torch.empty((P,), dtype=acc_dtype, device=dev)
-    eps_hi, eps_lo = _split_f32(eps)
-    with _device_ctx(logits):
+    eps_hi, eps_lo = split_f32(eps)
+    with device_ctx(logits):
         _dice_partial_kernel[(P * n_split,)](
             x,
             y,
@@ -348,8 +330,8 @@ def dice_loss_bwd(
     y = y_logits.contiguous() if y_logits is not None else x
     t = _targets_for_triton(targets)
     n_blk = triton.cdiv(L, _BWD_BLOCK)
-    eps_hi, eps_lo = _split_f32(eps)
-    with _device_ctx(logits):
+    eps_hi, eps_lo = split_f32(eps)
+    with device_ctx(logits):
         _dice_bwd_kernel[(P * n_blk,)](
             g,
             s,

@@ -11,12 +11,12 @@ Importing this module raises ImportError when triton is not installed. On CPU te
 ``TRITON_INTERPRET=1`` was set before triton was first imported.
 """
 
-import contextlib
-import struct
 
 import torch
 import triton
 import triton.language as tl
+
+from solo.ops._triton_common import device_ctx, split_f32, to_acc
 
 __all__ = ["sigmoid_focal_loss_fwd"]
 
@@ -28,15 +28,6 @@ _NUM_WARPS = 4
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-
-@triton.jit
-def _to_acc(x, FP64: tl.constexpr):
-    # Accumulation dtype: float64 for float64 inputs, float32 otherwise (fp16/bf16 are upcast on load).
-    if FP64:
-        r = x.to(tl.float64)
-    else:
-        r = x.to(tl.float32)
-    return r
 
 
 @triton.jit
@@ -93,7 +84,7 @@ def _focal_fwd_kernel(
     valid = inb & (lab >= 0)  # label < 0: ignored row
     pos = lab == col  # label >= C (background) never matches
 
-    x = _to_acc(tl.load(logits_ptr + offs, mask=inb, other=0.0), FP64)
+    x = to_acc(tl.load(logits_ptr + offs, mask=inb, other=0.0), FP64)
     alpha = _scalar(alpha_hi, alpha_lo, FP64)
 
     # One exp(-|x|); p and 1 - p both from it, so 1 - p keeps its relative precision as p -> 1.
@@ -144,10 +135,6 @@ def _is_interpreted() -> bool:
     # TRITON_INTERPRET is read when @triton.jit runs, i.e. when this module was imported.
     return type(_focal_fwd_kernel).__name__ == "InterpretedFunction"
 
-
-def _split_f32(v: float) -> tuple[float, float]:
-    hi = struct.unpack("f", struct.pack("f", v))[0]
-    return hi, float(v - hi)
 
 
 # The schema is spelled out (not inferred) so that it is the exact string of csrc/ops.cpp: inference would turn
@@ -214,10 +201,10 @@ def sigmoid_focal_loss_fwd(
         gamma_mode = int(gamma)
     else:
         gamma_mode = -1
-    alpha_hi, alpha_lo = _split_f32(alpha)
-    gamma_hi, gamma_lo = _split_f32(gamma)
+    alpha_hi, alpha_lo = split_f32(alpha)
+    gamma_hi, gamma_lo = split_f32(gamma)
 
-    with torch.cuda.device(logits.device) if logits.is_cuda else contextlib.nullcontext():
+    with device_ctx(logits):
         _focal_fwd_kernel[(n_prog,)](
             x,
             lab,
