@@ -34,4 +34,21 @@ TORCH_LIBRARY(solo, m) {
   m.def(
       "dice_loss_bwd(Tensor grad_loss, Tensor logits, Tensor targets, Tensor? y_logits, Tensor sums, "
       "float eps) -> (Tensor, Tensor)");
+
+  // Mask downsampling = OpenCV INTER_LINEAR resize of 0/1 masks by 1/stride (SOLO's mask targets).
+  //   masks [M, H, W] bool/uint8 (nonzero = 1), stride > 0 dividing H and W -> uint8 [M, H/stride, W/stride].
+  //   Even stride s: out(i, j) = 1 iff >= 2 of the pixels at rows {s*i + s/2 - 1, s*i + s/2} x columns
+  //   {s*j + s/2 - 1, s*j + s/2} are 1. Odd stride: out(i, j) = in(s*i + (s-1)/2, s*j + (s-1)/2).
+  m.def("downsample_masks(Tensor masks, int stride) -> Tensor");
+  // Mask pasting (SOLO inference, last step): bilinear (align_corners=False) resize of probs [N, h, w] to
+  //   canvas_size, crop to [:valid_h, :valid_w], bilinear resize to out_size, > threshold, in one pass with no
+  //   canvas-sized intermediate. probs float16/bfloat16/float32/float64 -> bool [N, out_h, out_w].
+  m.def(
+      "paste_masks(Tensor probs, int[2] canvas_size, int[2] valid_size, int[2] out_size, float threshold) "
+      "-> Tensor");
+  // Matrix NMS (SOLOv2): masks [N, H, W] bool/uint8 (nonzero = 1), labels [N] int64, scores [N] float sorted
+  //   descending, areas: None (counted from the masks) or [N] int/float. kernel: 0 = gaussian
+  //   exp(-sigma (D^2 - comp^2)), 1 = linear (1 - D) / (1 - comp). Returns the decayed scores, float32 [N].
+  //   Intersections are exact integer counts; an empty mask has IoU 0 with everything.
+  m.def("matrix_nms(Tensor masks, Tensor labels, Tensor scores, Tensor? areas, int kernel, float sigma) -> Tensor");
 }

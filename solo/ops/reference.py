@@ -79,3 +79,96 @@ def decoupled_dice_loss(
     dtype = acc_dtype(x_logits.dtype)
     p = torch.sigmoid(_flat(x_logits, dtype)) * torch.sigmoid(_flat(y_logits, dtype))
     return reduce_losses(_dice_from_probs(p, _flat(targets, dtype), eps), reduction)
+
+
+# --- mask resizing (SOLO_SPEC.md §7.8, §9.2 step 10) -----------------------------------------------------------
+
+
+def downsample_masks(masks: Tensor, stride: int) -> Tensor:
+    """OpenCV ``INTER_LINEAR`` resize of 0/1 uint8 masks by ``1/stride`` (SOLO's mask targets, mmcv.imrescale).
+
+    For an integer factor the bilinear source point of output pixel ``i`` is ``stride*i + (stride-1)/2``: for an
+    odd stride that is one input pixel; for an even one it lies half-way between rows/columns
+    ``stride*i + stride/2 - 1`` and ``stride*i + stride/2``, so the output is the mean of those 2x2 pixels rounded
+    half up (OpenCV's fixed point): 1 exactly when at least 2 of the 4 are 1. Nonzero input counts as 1.
+
+    Args: masks (Tensor[M, H, W], bool/uint8), stride (int dividing H and W). Returns Tensor[M, H/s, W/s], uint8.
+    """
+    m = masks != 0 if masks.dtype != torch.bool else masks
+    if stride % 2 == 1:
+        o = (stride - 1) // 2
+        return m[:, o::stride, o::stride].to(torch.uint8).contiguous()
+    a, b = stride // 2 - 1, stride // 2
+    votes = (
+        m[:, a::stride, a::stride].to(torch.uint8)
+        + m[:, a::stride, b::stride]
+        + m[:, b::stride, a::stride]
+        + m[:, b::stride, b::stride]
+    )
+    return (votes >= 2).to(torch.uint8)
+
+
+def paste_masks(
+    probs: Tensor,
+    canvas_size: tuple[int, int],
+    valid_size: tuple[int, int],
+    out_size: tuple[int, int],
+    threshold: float = 0.5,
+) -> Tensor:
+    """SOLO's final mask resize (WX ``get_seg_single``), step by step: bilinear (``align_corners=False``) resize of
+    the stride-4 probabilities to the padded canvas, crop the padding off (``[:valid_h, :valid_w]``), bilinear
+    resize to the original image size, then ``> threshold``.
+
+    Args: probs (Tensor[N, h, w], float), canvas_size/valid_size/out_size (h, w). Returns Tensor[N, out_h, out_w],
+    bool. Computes in float32 (float64 for float64 probs).
+    """
+    n = probs.shape[0]
+    if n == 0:
+        return torch.zeros((0, *out_size), dtype=torch.bool, device=probs.device)
+    x = probs.to(acc_dtype(probs.dtype)).unsqueeze(1)
+    canvas = F.interpolate(x, size=tuple(canvas_size), mode="bilinear", align_corners=False)
+    canvas = canvas[:, :, : valid_size[0], : valid_size[1]]
+    out = F.interpolate(canvas, size=tuple(out_size), mode="bilinear", align_corners=False)
+    return out[:, 0] > threshold
+
+
+# --- Matrix NMS (SOLO_SPEC.md §9.3) -----------------------------------------------------------------------------
+
+
+def matrix_nms(
+    masks: Tensor,
+    labels: Tensor,
+    scores: Tensor,
+    kernel: str = "gaussian",
+    sigma: float = 2.0,
+    areas: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """SOLOv2's Matrix NMS (WX ``matrix_nms``), step by step; returns the decayed scores in ``dtype``.
+
+    ``masks`` (Tensor[N, H, W], bool/uint8; nonzero = inside), ``labels`` [N], ``scores`` [N] sorted descending.
+    Intersections come from a ``dtype`` matmul of the flattened masks (exact for counts below 2^24 in float32).
+    Two deliberate departures from the original, both where it produces NaN: an empty mask has IoU 0 with
+    everything (the original divides 0 by 0), and in the linear kernel a 0/0 ratio (a duplicate of a duplicate,
+    ``D = comp = 1``) is 0 instead of NaN; the same column then always holds another 0 (its top duplicate), so the
+    decayed score is 0 either way.
+    """
+    n = labels.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=dtype, device=scores.device)
+    m = (masks.reshape(n, -1) != 0).to(dtype)
+    inter = m @ m.T
+    a = m.sum(1) if areas is None else areas.to(dtype)
+    union = a[:, None] + a[None, :] - inter
+    iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1), 0).triu(diagonal=1)
+    same = (labels[:, None] == labels[None, :]).triu(diagonal=1)
+    decay_iou = iou * same
+    # comp_i: the largest IoU of mask i with a higher-scored mask of its class (column max), laid along row i.
+    comp = decay_iou.max(0).values.expand(n, n).T
+    if kernel == "gaussian":
+        ratio = torch.exp(-sigma * decay_iou**2) / torch.exp(-sigma * comp**2)
+    elif kernel == "linear":
+        ratio = torch.nan_to_num((1 - decay_iou) / (1 - comp), nan=0.0, posinf=math.inf)
+    else:
+        raise ValueError(f"matrix_nms: kernel must be 'gaussian' or 'linear', got {kernel!r}")
+    return scores.to(dtype) * ratio.min(0).values
