@@ -54,6 +54,8 @@ class Case:
         grad_inputs: names of the inputs that receive gradients; empty for forward-only ops.
         traffic: ``(inputs, pass) -> bytes`` that the pass has to move at least.
         params: the op's non-tensor arguments, for the report.
+        check: optional ``(output, float64 inputs) -> {"ok": bool, ...}`` replacing the default comparison with the
+            float64 reference (for outputs such as thresholded masks, where exact equality is not the contract).
     """
 
     op: str
@@ -64,6 +66,7 @@ class Case:
     grad_inputs: tuple[str, ...]
     traffic: Callable[[Inputs, str], int]
     params: dict[str, Any] = field(default_factory=dict)
+    check: Callable[[Any, Inputs], dict[str, Any]] | None = None
 
     @property
     def passes(self) -> tuple[str, ...]:
@@ -255,8 +258,169 @@ def _register_decoupled_dice(p: int) -> None:
     )
 
 
+# --- mask resizing: downsample (training targets) and paste (inference output) ------------------------------
+
+CANVAS_HW = (800, 1216)  # padded batch canvas of a 1333x800 COCO image (SOLO_SPEC.md §2); stride-4 map 200x304
+VALID_HW = (800, 1199)  # the resized image inside the padded canvas
+PASTE_THRESHOLD = 0.5
+PASTE_BAND = 1e-5  # pixels whose float64 value is this close to the threshold may go either way (issue 3)
+
+
+def downsample_inputs(m: int, stride: int, device: torch.device, gen: torch.Generator) -> Inputs:
+    """``m`` uint8 0/1 instance masks of the padded canvas (SOLO's GT masks before mmcv.imrescale)."""
+    return {"masks": blob_masks(m, *CANVAS_HW, gen=gen).to(torch.uint8).to(device), "stride": stride}
+
+
+def _downsample_reference(masks: torch.Tensor, stride: int) -> torch.Tensor:
+    return reference.downsample_masks(masks, stride)
+
+
+def _downsample_solo(masks: torch.Tensor, stride: int, backend: str) -> torch.Tensor:
+    return solo.ops.downsample_masks(masks, stride, backend=backend)
+
+
+def _register_downsample(m: int, stride: int) -> None:
+    h, w = CANVAS_HW
+    register(
+        Case(
+            op="downsample_masks",
+            size=f"M={m} {h}x{w} /{stride}",
+            setup=lambda device, dtype, gen: downsample_inputs(m, stride, device, gen),
+            reference=_downsample_reference,
+            solo=_downsample_solo,
+            grad_inputs=(),
+            # Only 4 bytes per output pixel need reading (2 rows x 2 columns of each stride x stride block).
+            traffic=lambda inp, _pass: inp["masks"].numel() // stride**2 * (1 + (4 if stride % 2 == 0 else 1)),
+            params={"stride": stride, "masks": "uint8"},
+        )
+    )
+
+
+def mask_probs(n: int, hw: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """Soft masks as SOLO's mask branch gives them at stride 4: sigmoid of smooth logits around blob shapes."""
+    masks = blob_masks(n, *hw, gen=gen)
+    logits = torch.where(masks, 3.0, -4.0) + 1.5 * torch.randn(masks.shape, generator=gen)
+    logits = F.avg_pool2d(logits.unsqueeze(1), 5, stride=1, padding=2, count_include_pad=False).squeeze(1)
+    return torch.sigmoid(logits)
+
+
+def paste_inputs(n: int, out_hw: tuple[int, int], device: torch.device, dtype: torch.dtype, gen) -> Inputs:
+    return {
+        "probs": mask_probs(n, MASK_HW, gen).to(device=device, dtype=dtype),
+        "canvas_size": CANVAS_HW,
+        "valid_size": VALID_HW,
+        "out_size": out_hw,
+    }
+
+
+def _paste_reference(probs, canvas_size, valid_size, out_size) -> torch.Tensor:
+    return reference.paste_masks(probs, canvas_size, valid_size, out_size, PASTE_THRESHOLD)
+
+
+def _paste_solo(probs, canvas_size, valid_size, out_size, backend: str) -> torch.Tensor:
+    return solo.ops.paste_masks(probs, canvas_size, valid_size, out_size, PASTE_THRESHOLD, backend=backend)
+
+
+def paste_values64(probs, canvas_size, valid_size, out_size) -> torch.Tensor:
+    """The reference's pre-threshold values in float64 (the check's oracle)."""
+    x = probs.double().unsqueeze(1)
+    x = F.interpolate(x, size=tuple(canvas_size), mode="bilinear", align_corners=False)
+    x = x[:, :, : valid_size[0], : valid_size[1]]
+    return F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def _paste_check(out: torch.Tensor, inputs64: Inputs) -> dict[str, Any]:
+    """Every pixel must agree with the float64 reference except those within PASTE_BAND of the threshold."""
+    vals = paste_values64(inputs64["probs"], inputs64["canvas_size"], inputs64["valid_size"], inputs64["out_size"])
+    if out.shape != vals.shape or out.dtype != torch.bool:
+        return {"ok": False, "error": f"output {tuple(out.shape)} {out.dtype}, want {tuple(vals.shape)} bool"}
+    differ = out.cpu() != (vals.cpu() > PASTE_THRESHOLD)
+    near = (vals.cpu() - PASTE_THRESHOLD).abs() <= PASTE_BAND
+    bad = int((differ & ~near).sum())
+    return {"ok": bad == 0, "mismatches_outside_band": bad, "mismatches_in_band": int((differ & near).sum())}
+
+
+def _register_paste(n: int, out_hw: tuple[int, int]) -> None:
+    h, w = MASK_HW
+    register(
+        Case(
+            op="paste_masks",
+            size=f"N={n} {h}x{w}->{out_hw[0]}x{out_hw[1]}",
+            setup=lambda device, dtype, gen: paste_inputs(n, out_hw, device, dtype, gen),
+            reference=_paste_reference,
+            solo=_paste_solo,
+            grad_inputs=(),
+            traffic=lambda inp, _pass: _nbytes(inp["probs"]) + n * out_hw[0] * out_hw[1],
+            params={
+                "canvas": CANVAS_HW,
+                "valid": VALID_HW,
+                "out": out_hw,
+                "threshold": PASTE_THRESHOLD,
+                "check": f"differences only within {PASTE_BAND} of the threshold",
+            },
+            check=_paste_check,
+        )
+    )
+
+
+# --- Matrix NMS -------------------------------------------------------------------------------------------------
+
+
+def nms_inputs(n: int, num_classes: int, device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> Inputs:
+    """``n`` candidate masks as Matrix NMS sees them after the top-``n`` cut: clusters of overlapping candidates
+    around ~n/8 objects (each a jittered, rescaled copy of its object's blob, some exact duplicates), the object's
+    class as label (``num_classes`` classes), scores sorted descending."""
+    h, w = MASK_HW
+    objects = max(1, n // 8)
+    obj = torch.randint(objects, (n,), generator=gen)
+    cy = torch.rand(objects, generator=gen)[obj] * h + torch.randn(n, generator=gen) * 4
+    cx = torch.rand(objects, generator=gen)[obj] * w + torch.randn(n, generator=gen) * 4
+    size = (0.03 + 0.22 * torch.rand(objects, generator=gen))[obj]
+    ry = (size * (1 + 0.15 * torch.randn(n, generator=gen))).clamp(min=0.01) * h
+    rx = (size * (1 + 0.15 * torch.randn(n, generator=gen))).clamp(min=0.01) * w
+    yy = torch.arange(h, dtype=torch.float32).view(1, h, 1) + 0.5
+    xx = torch.arange(w, dtype=torch.float32).view(1, 1, w) + 0.5
+    masks = ((yy - cy.view(n, 1, 1)) / ry.view(n, 1, 1)) ** 2 + ((xx - cx.view(n, 1, 1)) / rx.view(n, 1, 1)) ** 2 <= 1
+    dup = torch.rand(n, generator=gen) < 0.05
+    masks[dup] = masks[obj[dup]]
+    labels = torch.randint(num_classes, (objects,), generator=gen)[obj]
+    scores = torch.rand(n, generator=gen).sort(descending=True).values * 0.9 + 0.1
+    return {"masks": masks.to(device), "labels": labels.to(device), "scores": scores.to(device=device, dtype=dtype)}
+
+
+def _nms_reference(masks, labels, scores) -> torch.Tensor:
+    return reference.matrix_nms(masks, labels, scores, "gaussian", 2.0, dtype=reference.acc_dtype(scores.dtype))
+
+
+def _nms_solo(masks, labels, scores, backend: str) -> torch.Tensor:
+    return solo.ops.matrix_nms(masks, labels, scores, "gaussian", 2.0, backend=backend)
+
+
+def _register_nms(n: int, num_classes: int) -> None:
+    h, w = MASK_HW
+    register(
+        Case(
+            op="matrix_nms",
+            size=f"N={n} {h}x{w}" + (" 1 class" if num_classes == 1 else ""),
+            setup=lambda device, dtype, gen: nms_inputs(n, num_classes, device, dtype, gen),
+            reference=_nms_reference,
+            solo=_nms_solo,
+            grad_inputs=(),
+            traffic=_traffic_model(("masks", "labels", "scores"), lambda inp: 4 * n, ()),
+            params={"kernel": "gaussian", "sigma": 2.0, "classes": num_classes, "masks": "bool", "objects": n // 8},
+        )
+    )
+
+
 for _images in (2, 16):
     _register_focal(_images)
 for _p in (100, 500):
     _register_dice(_p)
 _register_decoupled_dice(100)
+for _stride in (4, 8, 16):
+    _register_downsample(50, _stride)
+for _n, _out in ((20, (427, 640)), (100, (427, 640)), (20, (800, 1333)), (100, (800, 1333))):
+    _register_paste(_n, _out)
+for _n in (100, 500, 1000, 2000):
+    _register_nms(_n, 20)
+_register_nms(500, 1)

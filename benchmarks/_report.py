@@ -154,7 +154,12 @@ def _check_cell(check: dict[str, Any] | None) -> str:
         return ""
     if "error" in check:
         return "error"
-    return f"{'ok' if check['ok'] else 'WRONG'} {check['max_rel_diff']:.1e}"
+    verdict = "ok" if check["ok"] else "WRONG"
+    if "max_rel_diff" in check:
+        return f"{verdict} {check['max_rel_diff']:.1e}"
+    if "mismatches_in_band" in check:  # thresholded masks: pixels that flipped within the allowed band
+        return f"{verdict} {check['mismatches_in_band']}px"
+    return verdict
 
 
 def table_rows(results: list[dict[str, Any]], error_width: int = 36) -> list[dict[str, str]]:
@@ -260,7 +265,7 @@ NOTES = (
     "fwd runs under no_grad; fwd+bwd = forward, sum to a scalar, backward into fresh .grad tensors. "
     "vs ref / vs compile: speed-up over the eager reference / torch.compile(reference) for the same pass. "
     "GB/s: minimal traffic (inputs read once, outputs and gradients written once) / median time; % copy: of the "
-    "measured copy bandwidth. peak MB: peak memory above the inputs during one call (CUDA only). busy: CPU cores "
+    "measured copy bandwidth. peak MB: peak memory above the inputs during one call, output included (CUDA: allocator statistics; CPU: torch profiler). busy: CPU cores "
     "used by other processes during the timed calls (CPU measurements above 0.25 are retried, the quietest kept); "
     "large values mean inflated times. check: max "
     "|out - oracle| / max |oracle| over outputs and gradients, oracle = the reference in float64 on the same inputs."

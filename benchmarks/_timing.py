@@ -187,8 +187,15 @@ def _cuda_times(fn: Callable[[], object], device: torch.device, reps: int, flush
 
 
 def peak_extra_bytes(fn: Callable[[], object], reset: Callable[[], None], device: torch.device) -> int | None:
-    """Peak device memory allocated by one call of ``fn`` above what was allocated before it (CUDA; None on
-    other devices). ``reset`` runs first and outside the measurement (it frees the previous call's gradients)."""
+    """Peak memory allocated by one call of ``fn`` above what was allocated before it, outputs included.
+    ``reset`` runs first and outside the measurement (it frees the previous call's gradients).
+
+    CUDA: the caching allocator's peak statistics. CPU: torch's profiler with ``profile_memory=True``, which records
+    every allocation and free of torch's CPU allocator with a running total (scratch that a kernel takes with plain
+    ``malloc``/``new`` is not seen). None on other devices or when the profiler fails."""
+    if device.type == "cpu":
+        reset()
+        return _cpu_peak_extra_bytes(fn)
     if device.type != "cuda":
         return None
     reset()
@@ -218,3 +225,28 @@ def _time_copy(nbytes: int, device: torch.device, cfg: TimingConfig) -> Timing:
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     return bench(lambda: dst.copy_(src), device, cfg)
+
+
+def _cpu_peak_extra_bytes(fn: Callable[[], object]) -> int | None:
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(path)
+            with open(path) as f:
+                events = json.load(f).get("traceEvents", [])
+    except Exception:  # noqa: BLE001  (a profiler problem costs the column, not the run)
+        return None
+    # "Total Allocated" is the profiler's running total since it started (CPU device type 0).
+    totals = [
+        e["args"].get("Total Allocated", 0)
+        for e in events
+        if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0
+    ]
+    return max(totals, default=0)
