@@ -100,6 +100,21 @@ def test_target_dtypes_and_reductions(backend, device, target_dtype, reduction):
           reduction=reduction)
 
 
+@pytest.mark.needs_ext
+@pytest.mark.parametrize("isa", ["baseline", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("decoupled", [False, True], ids=["plain", "decoupled"])
+def test_cpu_instruction_set_variants(monkeypatch, isa, dtype, decoupled):
+    """The CPU kernels have a baseline and an AVX2+FMA build of their loops (csrc/cpu/isa.h): both must be right.
+    SOLO_CPU_ISA=baseline forces the baseline one; "auto" takes AVX2 where the CPU has it."""
+    if isa == "baseline":
+        monkeypatch.setenv("SOLO_CPU_ISA", "baseline")
+    else:
+        monkeypatch.delenv("SOLO_CPU_ISA", raising=False)
+    check("cpu", 5, 67, 131, "cpu", dtype, decoupled=decoupled)
+    check("cpu", 3, 9, 7, "cpu", dtype, target_dtype=torch.float32, decoupled=decoupled, reduction="sum")
+
+
 @pytest.mark.parametrize("backend,device", all_backend_params(triton=False))
 @pytest.mark.parametrize("p,decoupled", [(1, False), (100, False), (37, True), (500, False)])
 def test_parity_solo_sizes(backend, device, p, decoupled):

@@ -57,6 +57,21 @@ def test_parity_small(backend, device, dtype, reduction, n, c):
     check(backend, device, n, c, dtype, reduction)
 
 
+@pytest.mark.needs_ext
+@pytest.mark.parametrize("isa", ["baseline", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("gamma", [2.0, 1.5])
+def test_cpu_instruction_set_variants(monkeypatch, isa, dtype, gamma):
+    """The CPU kernel has a baseline and an AVX2+FMA build of its loops (csrc/cpu/isa.h): both must be right.
+    SOLO_CPU_ISA=baseline forces the baseline one; "auto" takes AVX2 where the CPU has it."""
+    if isa == "baseline":
+        monkeypatch.setenv("SOLO_CPU_ISA", "baseline")
+    else:
+        monkeypatch.delenv("SOLO_CPU_ISA", raising=False)
+    for reduction in ("none", "sum"):
+        check("cpu", "cpu", 173, 80, dtype, reduction, gamma=gamma)
+
+
 @pytest.mark.parametrize("backend,device", all_backend_params(triton=False))
 @pytest.mark.parametrize("n", [7744, 61952])
 def test_parity_solo_sizes(backend, device, n):

@@ -12,6 +12,7 @@
 
 #include "solo/dice_loss.h"
 #include "solo/fast_math.h"
+#include "isa.h"
 
 namespace solo {
 namespace {
@@ -20,37 +21,33 @@ namespace {
 // the float rounding error at O(block + L / block) ulp instead of O(L).
 constexpr int64_t kBlock = 512;
 
-template <typename acc_t>
-SOLO_HOST_DEVICE acc_t sigmoid_cpu(acc_t x) {
-  if constexpr (std::is_same_v<acc_t, float>) {
-    return math::sigmoid_from_exp(x, math::exp_nonpos(x < 0 ? x : -x));
-  } else {
-    return math::sigmoid(x);
-  }
+namespace baseline {
+#include "dice_loss_loops.h"
+}  // namespace baseline
+
+#if SOLO_HAVE_AVX2_VARIANT
+SOLO_BEGIN_AVX2
+namespace avx2 {
+#include "dice_loss_loops.h"
+}  // namespace avx2
+SOLO_END_AVX2
+#endif
+
+template <typename scalar_t, typename target_t, typename acc_t>
+void dice_fwd_row_isa(bool avx2, const scalar_t* xr, const scalar_t* yr, const target_t* tr, int64_t L, acc_t* out) {
+#if SOLO_HAVE_AVX2_VARIANT
+  if (avx2) return avx2::dice_fwd_row(xr, yr, tr, L, out);
+#endif
+  baseline::dice_fwd_row(xr, yr, tr, L, out);
 }
 
-
-// Gradient of one span [k0, k1) of one instance row, given that row's coefficients cp and ct.
 template <typename scalar_t, typename target_t, typename acc_t>
-void dice_bwd_span(const scalar_t* __restrict xr, const scalar_t* __restrict yr, const target_t* __restrict tr,
-                   scalar_t* __restrict gxr, scalar_t* __restrict gyr, int64_t k0, int64_t k1, acc_t cp, acc_t ct) {
-  if (yr) {
-    SOLO_SIMD
-    for (int64_t k = k0; k < k1; ++k) {
-      const acc_t sx = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k]));
-      const acc_t sy = sigmoid_cpu<acc_t>(static_cast<acc_t>(yr[k]));
-      const acc_t g = cp * (sx * sy) + ct * static_cast<acc_t>(tr[k]);
-      gxr[k] = static_cast<scalar_t>(g * sx * (acc_t(1) - sx) * sy);
-      gyr[k] = static_cast<scalar_t>(g * sy * (acc_t(1) - sy) * sx);
-    }
-  } else {
-    SOLO_SIMD
-    for (int64_t k = k0; k < k1; ++k) {
-      const acc_t p = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k]));
-      const acc_t g = cp * p + ct * static_cast<acc_t>(tr[k]);
-      gxr[k] = static_cast<scalar_t>(g * p * (acc_t(1) - p));
-    }
-  }
+void dice_bwd_span_isa(bool avx2, const scalar_t* xr, const scalar_t* yr, const target_t* tr, scalar_t* gxr,
+                       scalar_t* gyr, int64_t k0, int64_t k1, acc_t cp, acc_t ct) {
+#if SOLO_HAVE_AVX2_VARIANT
+  if (avx2) return avx2::dice_bwd_span(xr, yr, tr, gxr, gyr, k0, k1, cp, ct);
+#endif
+  baseline::dice_bwd_span(xr, yr, tr, gxr, gyr, k0, k1, cp, ct);
 }
 
 void check_dice_inputs(const char* fn, const at::Tensor& logits, const at::Tensor& targets,
@@ -121,44 +118,13 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_fwd_cpu(const at::Tensor& logits, c
       const target_t* tp = static_cast<const target_t*>(t.data_ptr());
       acc_t* sp = sums.data_ptr<acc_t>();
       acc_t* lp = loss.data_ptr<acc_t>();
+      const bool avx2 = cpu::use_avx2();
       // Grain 1: rows are large (tens of thousands of elements).
       at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
-          const scalar_t* xr = xp + i * L;
-          const scalar_t* yr = yp ? yp + i * L : nullptr;
-          const target_t* tr = tp + i * L;
-          acc_t a = 0, b = 0, c = 0;
-          for (int64_t k0 = 0; k0 < L; k0 += kBlock) {
-            const int64_t k1 = std::min(L, k0 + kBlock);
-            acc_t ba = 0, bb = 0, bc = 0;
-            if (yr) {
-              SOLO_SIMD_SUM(ba, bb, bc)
-              for (int64_t k = k0; k < k1; ++k) {
-                const acc_t p = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k])) *
-                                sigmoid_cpu<acc_t>(static_cast<acc_t>(yr[k]));
-                const acc_t tv = static_cast<acc_t>(tr[k]);
-                ba += p * tv;
-                bb += p * p;
-                bc += tv * tv;
-              }
-            } else {
-              SOLO_SIMD_SUM(ba, bb, bc)
-              for (int64_t k = k0; k < k1; ++k) {
-                const acc_t p = sigmoid_cpu<acc_t>(static_cast<acc_t>(xr[k]));
-                const acc_t tv = static_cast<acc_t>(tr[k]);
-                ba += p * tv;
-                bb += p * p;
-                bc += tv * tv;
-              }
-            }
-            a += ba;
-            b += bb;
-            c += bc;
-          }
-          sp[3 * i + 0] = a;
-          sp[3 * i + 1] = b;
-          sp[3 * i + 2] = c;
-          lp[i] = math::dice_loss_from_sums(a, b, c, acc_t(eps));
+          acc_t* s3 = sp + 3 * i;
+          dice_fwd_row_isa(avx2, xp + i * L, yp ? yp + i * L : nullptr, tp + i * L, L, s3);
+          lp[i] = math::dice_loss_from_sums(s3[0], s3[1], s3[2], acc_t(eps));
         }
       });
     });
@@ -197,6 +163,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_bwd_cpu(const at::Tensor& grad_loss
       const acc_t* sp = s.data_ptr<acc_t>();
       scalar_t* gxp = gx.data_ptr<scalar_t>();
       scalar_t* gyp = y.defined() ? gy.data_ptr<scalar_t>() : nullptr;
+      const bool avx2 = cpu::use_avx2();
       // Parallel over (row, block) pairs so a few large rows still use every core.
       const int64_t blocks_per_row = std::max<int64_t>(1, (L + 8191) / 8192);
       const int64_t span = (L + blocks_per_row - 1) / blocks_per_row;
@@ -207,7 +174,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_bwd_cpu(const at::Tensor& grad_loss
           const int64_t k1 = std::min(L, k0 + span);
           acc_t cp, ct;
           math::dice_grad_coeffs(sp[3 * i], sp[3 * i + 1], sp[3 * i + 2], acc_t(eps), gp[i], &cp, &ct);
-          dice_bwd_span(xp + i * L, yp ? yp + i * L : nullptr, tp + i * L, gxp + i * L, gyp ? gyp + i * L : nullptr,
+          dice_bwd_span_isa(avx2, xp + i * L, yp ? yp + i * L : nullptr, tp + i * L, gxp + i * L, gyp ? gyp + i * L : nullptr,
                         k0, k1, cp, ct);
         }
       });

@@ -10,6 +10,7 @@
 
 #include "solo/fast_math.h"
 #include "solo/focal_loss.h"
+#include "isa.h"
 
 namespace solo {
 namespace {
@@ -18,57 +19,25 @@ namespace {
 // added in chunk order: the summed loss is bit-identical from run to run and across thread counts.
 constexpr int64_t kChunkElements = 8192;
 
-template <int kGamma, typename acc_t>
-SOLO_HOST_DEVICE math::FocalTerm<acc_t> focal_term(acc_t x, bool positive, acc_t alpha, acc_t gamma) {
-  if constexpr (std::is_same_v<acc_t, float>) {
-    const float e = math::exp_nonpos(x < 0 ? x : -x);
-    return math::focal_loss_from_exp<kGamma>(x, positive, e, math::log1p_unit(e), alpha, gamma);
-  } else {
-    const acc_t e = math::exp_(x < 0 ? x : -x);
-    return math::focal_loss_from_exp<kGamma>(x, positive, e, math::log1p_(e), alpha, gamma);
-  }
-}
+namespace baseline {
+#include "focal_loss_loops.h"
+}  // namespace baseline
 
-// One chunk of rows. kLoss / kGrad select at compile time which outputs are written, so the class loop is
-// straight-line code that the compiler vectorises (fast_math.h has no libm calls).
-template <int kGamma, bool kLoss, bool kGrad, typename scalar_t, typename acc_t>
-acc_t focal_rows(const scalar_t* x, const int64_t* labels, int64_t row_begin, int64_t row_end, int64_t C, acc_t alpha,
-                 acc_t gamma, acc_t* loss_out, scalar_t* grad_out) {
-  acc_t total = 0;
-  for (int64_t n = row_begin; n < row_end; ++n) {
-    const int64_t label = labels[n];
-    const scalar_t* xr = x + n * C;
-    if (label < 0) {  // ignored row: no loss, no gradient
-      if constexpr (kLoss) std::fill(loss_out + n * C, loss_out + (n + 1) * C, acc_t(0));
-      if constexpr (kGrad) std::fill(grad_out + n * C, grad_out + (n + 1) * C, scalar_t(0));
-      continue;
-    }
-    acc_t row_sum = 0;
-    // 32-bit class index: comparing a 64-bit index with the label inside a float loop has no vector type in
-    // GCC's vectoriser and silently keeps the loop scalar (C < 2^31 is checked by the caller).
-    const int32_t label32 = static_cast<int32_t>(label);
-    const int32_t C32 = static_cast<int32_t>(C);
-    acc_t* lrow = kLoss ? loss_out + n * C : nullptr;
-    scalar_t* grow = kGrad ? grad_out + n * C : nullptr;
-    SOLO_SIMD_SUM(row_sum)
-    for (int32_t c = 0; c < C32; ++c) {
-      const math::FocalTerm<acc_t> r = focal_term<kGamma>(static_cast<acc_t>(xr[c]), c == label32, alpha, gamma);
-      row_sum += r.loss;
-      if constexpr (kLoss) lrow[c] = r.loss;
-      if constexpr (kGrad) grow[c] = static_cast<scalar_t>(r.grad);
-    }
-    total += row_sum;
-  }
-  return total;
-}
+#if SOLO_HAVE_AVX2_VARIANT
+SOLO_BEGIN_AVX2
+namespace avx2 {
+#include "focal_loss_loops.h"
+}  // namespace avx2
+SOLO_END_AVX2
+#endif
 
 template <int kGamma, typename scalar_t, typename acc_t>
-acc_t focal_rows_any(const scalar_t* x, const int64_t* labels, int64_t r0, int64_t r1, int64_t C, acc_t alpha,
-                     acc_t gamma, acc_t* loss_out, scalar_t* grad_out) {
-  if (loss_out && grad_out) return focal_rows<kGamma, true, true>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
-  if (loss_out) return focal_rows<kGamma, true, false>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
-  if (grad_out) return focal_rows<kGamma, false, true>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
-  return focal_rows<kGamma, false, false>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
+acc_t focal_rows_isa(bool avx2, const scalar_t* x, const int64_t* labels, int64_t r0, int64_t r1, int64_t C,
+                     acc_t alpha, acc_t gamma, acc_t* loss_out, scalar_t* grad_out) {
+#if SOLO_HAVE_AVX2_VARIANT
+  if (avx2) return avx2::focal_rows_any<kGamma>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
+#endif
+  return baseline::focal_rows_any<kGamma>(x, labels, r0, r1, C, alpha, gamma, loss_out, grad_out);
 }
 
 std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_fwd_cpu(const at::Tensor& logits, const at::Tensor& labels,
@@ -113,12 +82,14 @@ std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_fwd_cpu(const at::Tensor& 
     const int64_t num_chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
     std::vector<acc_t> partial(num_chunks, acc_t(0));
     const bool gamma2 = gamma == 2.0;
+    const bool avx2 = cpu::use_avx2();
     at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         const int64_t r0 = k * rows_per_chunk;
         const int64_t r1 = std::min(N, r0 + rows_per_chunk);
-        partial[k] = gamma2 ? focal_rows_any<2>(xp, lab, r0, r1, C, acc_t(alpha), acc_t(gamma), loss_p, grad_p)
-                            : focal_rows_any<-1>(xp, lab, r0, r1, C, acc_t(alpha), acc_t(gamma), loss_p, grad_p);
+        partial[k] =
+            gamma2 ? focal_rows_isa<2>(avx2, xp, lab, r0, r1, C, acc_t(alpha), acc_t(gamma), loss_p, grad_p)
+                   : focal_rows_isa<-1>(avx2, xp, lab, r0, r1, C, acc_t(alpha), acc_t(gamma), loss_p, grad_p);
       }
     });
     if (reduction == 1) {
