@@ -12,6 +12,7 @@
 
 #include "solo/dice_loss.h"
 #include "solo/fast_math.h"
+#include "../op_checks.h"
 #include "isa.h"
 
 namespace solo {
@@ -52,24 +53,8 @@ void dice_bwd_span_isa(bool avx2, const scalar_t* xr, const scalar_t* yr, const 
 
 void check_dice_inputs(const char* fn, const at::Tensor& logits, const at::Tensor& targets,
                        const c10::optional<at::Tensor>& y_logits) {
-  TORCH_CHECK(logits.dim() == 2, fn, ": logits must be 2-D [P, L], got shape ", logits.sizes());
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), fn,
-              ": logits must be float16, bfloat16, float32 or float64, got ", logits.scalar_type());
-  TORCH_CHECK(targets.sizes() == logits.sizes(), fn, ": targets must have the shape of logits ", logits.sizes(),
-              ", got ", targets.sizes());
-  const auto tt = targets.scalar_type();
-  TORCH_CHECK(tt == at::kBool || tt == at::kByte || at::isFloatingType(tt), fn,
-              ": targets must be bool, uint8 or floating point, got ", tt);
-  TORCH_CHECK(targets.device() == logits.device(), fn, ": targets must be on the device of logits (",
-              logits.device(), "), got ", targets.device());
-  if (y_logits.has_value()) {
-    TORCH_CHECK(y_logits->sizes() == logits.sizes(), fn, ": y_logits must have the shape of logits ",
-                logits.sizes(), ", got ", y_logits->sizes());
-    TORCH_CHECK(y_logits->scalar_type() == logits.scalar_type(), fn, ": y_logits must have the dtype of logits (",
-                logits.scalar_type(), "), got ", y_logits->scalar_type());
-    TORCH_CHECK(y_logits->device() == logits.device(), fn, ": y_logits must be on the device of logits (",
-                logits.device(), "), got ", y_logits->device());
-  }
+  TORCH_CHECK(logits.device().is_cpu(), fn, ": logits must be a CPU tensor, got ", logits.device());
+  checks::dice_loss_inputs(fn, logits, targets, y_logits);
 }
 
 // Calls f.template operator()<target_t>() with the C++ type of the targets' dtype (bool is read as uint8).
@@ -140,10 +125,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_bwd_cpu(const at::Tensor& grad_loss
   const int64_t P = logits.size(0);
   const int64_t L = logits.size(1);
   const auto acc_dtype = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK(grad_loss.numel() == P, "dice_loss_backward: grad_loss must have ", P, " elements, got ",
-              grad_loss.sizes());
-  TORCH_CHECK(sums.dim() == 2 && sums.size(0) == P && sums.size(1) == 3,
-              "dice_loss_backward: sums must have shape [", P, ", 3], got ", sums.sizes());
+  checks::dice_loss_bwd_inputs(grad_loss, logits, sums);
   const at::Tensor g = grad_loss.reshape({P}).to(acc_dtype).contiguous();
   const at::Tensor s = sums.to(acc_dtype).contiguous();
   const at::Tensor x = logits.contiguous();

@@ -10,6 +10,7 @@
 
 #include "solo/fast_math.h"
 #include "solo/focal_loss.h"
+#include "../op_checks.h"
 #include "isa.h"
 
 namespace solo {
@@ -44,24 +45,12 @@ std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_fwd_cpu(const at::Tensor& 
                                                                double alpha, double gamma, int64_t reduction,
                                                                bool compute_grad) {
   TORCH_CHECK(logits.device().is_cpu(), "sigmoid_focal_loss: logits must be a CPU tensor, got ", logits.device());
-  TORCH_CHECK(labels.device().is_cpu(), "sigmoid_focal_loss: labels must be on the same device as logits (cpu), got ",
-              labels.device());
-  TORCH_CHECK(logits.dim() == 2, "sigmoid_focal_loss: logits must be 2-D [N, C], got shape ", logits.sizes());
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()),
-              "sigmoid_focal_loss: logits must be float16, bfloat16, float32 or float64, got ", logits.scalar_type());
-  TORCH_CHECK(labels.scalar_type() == at::kLong, "sigmoid_focal_loss: labels must be int64, got ",
-              labels.scalar_type());
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), "sigmoid_focal_loss: labels must have shape [",
-              logits.size(0), "] to match logits ", logits.sizes(), ", got ", labels.sizes());
-  TORCH_CHECK(reduction == 0 || reduction == 1, "sigmoid_focal_loss: reduction must be 0 (none) or 1 (sum), got ",
-              reduction);
-  TORCH_CHECK(gamma >= 0, "sigmoid_focal_loss: gamma must be >= 0, got ", gamma);
+  checks::focal_loss_inputs(logits, labels, reduction, gamma);
 
   const at::Tensor x = logits.contiguous();
   const at::Tensor y = labels.contiguous();
   const int64_t N = x.size(0);
   const int64_t C = x.size(1);
-  TORCH_CHECK(C < (int64_t(1) << 31), "sigmoid_focal_loss: logits must have fewer than 2^31 classes, got ", C);
   const int64_t* lab = y.data_ptr<int64_t>();
   for (int64_t n = 0; n < N; ++n) {
     TORCH_CHECK(lab[n] <= C, "sigmoid_focal_loss: labels must be < 0 (ignored), 0..C-1 (class) or C (background) with C=",

@@ -10,6 +10,7 @@
 
 #include <optional>
 
+#include "../op_checks.h"
 #include "cuda_types.h"
 #include "dice_loss.cuh"
 
@@ -19,24 +20,7 @@ namespace {
 void check_dice_inputs(const char* fn, const at::Tensor& logits, const at::Tensor& targets,
                        const std::optional<at::Tensor>& y_logits) {
   TORCH_CHECK(logits.is_cuda(), fn, ": logits must be a CUDA tensor, got ", logits.device());
-  TORCH_CHECK(logits.dim() == 2, fn, ": logits must be 2-D [P, L], got shape ", logits.sizes());
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), fn,
-              ": logits must be float16, bfloat16, float32 or float64, got ", logits.scalar_type());
-  TORCH_CHECK(targets.sizes() == logits.sizes(), fn, ": targets must have the shape of logits ", logits.sizes(),
-              ", got ", targets.sizes());
-  const auto tt = targets.scalar_type();
-  TORCH_CHECK(tt == at::kBool || tt == at::kByte || at::isFloatingType(tt), fn,
-              ": targets must be bool, uint8 or floating point, got ", tt);
-  TORCH_CHECK(targets.device() == logits.device(), fn, ": targets must be on the device of logits (",
-              logits.device(), "), got ", targets.device());
-  if (y_logits.has_value()) {
-    TORCH_CHECK(y_logits->sizes() == logits.sizes(), fn, ": y_logits must have the shape of logits ",
-                logits.sizes(), ", got ", y_logits->sizes());
-    TORCH_CHECK(y_logits->scalar_type() == logits.scalar_type(), fn, ": y_logits must have the dtype of logits (",
-                logits.scalar_type(), "), got ", y_logits->scalar_type());
-    TORCH_CHECK(y_logits->device() == logits.device(), fn, ": y_logits must be on the device of logits (",
-                logits.device(), "), got ", y_logits->device());
-  }
+  checks::dice_loss_inputs(fn, logits, targets, y_logits);
 }
 
 at::ScalarType acc_dtype_of(const at::Tensor& logits) {
@@ -82,14 +66,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_bwd_cuda(const at::Tensor& grad_los
   check_dice_inputs("dice_loss_backward", logits, targets, y_logits);
   const int64_t P = logits.size(0);
   const int64_t L = logits.size(1);
-  TORCH_CHECK(grad_loss.numel() == P, "dice_loss_backward: grad_loss must have ", P, " elements, got ",
-              grad_loss.sizes());
-  TORCH_CHECK(sums.dim() == 2 && sums.size(0) == P && sums.size(1) == 3,
-              "dice_loss_backward: sums must have shape [", P, ", 3], got ", sums.sizes());
-  TORCH_CHECK(grad_loss.device() == logits.device(), "dice_loss_backward: grad_loss must be on the device of logits (",
-              logits.device(), "), got ", grad_loss.device());
-  TORCH_CHECK(sums.device() == logits.device(), "dice_loss_backward: sums must be on the device of logits (",
-              logits.device(), "), got ", sums.device());
+  checks::dice_loss_bwd_inputs(grad_loss, logits, sums);
   c10::cuda::CUDAGuard guard(logits.device());
   // grad_loss often arrives expanded (the backward of a sum or mean): materialise it in the acc dtype.
   const at::Tensor g = grad_loss.reshape({P}).to(acc_dtype_of(logits)).contiguous();

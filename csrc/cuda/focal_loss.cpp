@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../op_checks.h"
 #include "cuda_types.h"
 #include "focal_loss.cuh"
 
@@ -17,18 +18,7 @@ std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_fwd_cuda(const at::Tensor&
                                                                 double alpha, double gamma, int64_t reduction,
                                                                 bool compute_grad) {
   TORCH_CHECK(logits.is_cuda(), "sigmoid_focal_loss: logits must be a CUDA tensor, got ", logits.device());
-  TORCH_CHECK(labels.device() == logits.device(), "sigmoid_focal_loss: labels must be on the same device as logits (",
-              logits.device(), "), got ", labels.device());
-  TORCH_CHECK(logits.dim() == 2, "sigmoid_focal_loss: logits must be 2-D [N, C], got shape ", logits.sizes());
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()),
-              "sigmoid_focal_loss: logits must be float16, bfloat16, float32 or float64, got ", logits.scalar_type());
-  TORCH_CHECK(labels.scalar_type() == at::kLong, "sigmoid_focal_loss: labels must be int64, got ",
-              labels.scalar_type());
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), "sigmoid_focal_loss: labels must have shape [",
-              logits.size(0), "] to match logits ", logits.sizes(), ", got ", labels.sizes());
-  TORCH_CHECK(reduction == 0 || reduction == 1, "sigmoid_focal_loss: reduction must be 0 (none) or 1 (sum), got ",
-              reduction);
-  TORCH_CHECK(gamma >= 0, "sigmoid_focal_loss: gamma must be >= 0, got ", gamma);
+  checks::focal_loss_inputs(logits, labels, reduction, gamma);
   // Unlike the CPU kernel, labels > C are not rejected here: that check would need a device-to-host copy (a sync)
   // on every call. The kernel treats them like C (background: every class negative).
 
