@@ -192,7 +192,7 @@ def _is_interpreted() -> bool:
     return type(_inter_kernel).__name__ == "InterpretedFunction"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
@@ -203,8 +203,11 @@ def _num_splits(n_tiles: int, k_blocks: int, device: torch.device) -> int:
     if device.type != "cuda":
         # Interpreter (tests): two splits, so the atomic path is exercised too.
         return 2
-    want = -(-_PROGRAMS_PER_SM * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-             // n_tiles)
+    want = -(
+        -_PROGRAMS_PER_SM
+        * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        // n_tiles
+    )
     return max(1, min(want, k_blocks))
 
 
@@ -297,11 +300,31 @@ def matrix_nms(
                 num_stages=_NUM_STAGES,
             )
         _comp_kernel[(n_col,)](
-            inter, lab, areas_arg, comp, omc, n,
-            GIVEN=given is not None, BLOCK_I=_EPI_BLOCK_I, BLOCK_J=_EPI_BLOCK_J, num_warps=4,
+            inter,
+            lab,
+            areas_arg,
+            comp,
+            omc,
+            n,
+            GIVEN=given is not None,
+            BLOCK_I=_EPI_BLOCK_I,
+            BLOCK_J=_EPI_BLOCK_J,
+            num_warps=4,
         )
         _decay_kernel[(n_col,)](
-            inter, lab, areas_arg, comp, omc, s, out, n, float(sigma),
-            LINEAR=kernel == 1, GIVEN=given is not None, BLOCK_I=_EPI_BLOCK_I, BLOCK_J=_EPI_BLOCK_J, num_warps=4,
+            inter,
+            lab,
+            areas_arg,
+            comp,
+            omc,
+            s,
+            out,
+            n,
+            float(sigma),
+            LINEAR=kernel == 1,
+            GIVEN=given is not None,
+            BLOCK_I=_EPI_BLOCK_I,
+            BLOCK_J=_EPI_BLOCK_J,
+            num_warps=4,
         )
     return out

@@ -80,13 +80,13 @@ def matrix_nms(
         raise ValueError(f"{_FN}: kernel must be 'gaussian' or 'linear', got {kernel!r}")
     sigma = _validate.finite_number(_FN, "sigma", sigma, minimum=0.0)
     # A data-dependent check: a graph break under torch.compile, a host sync on the GPU (opt-in there).
-    if n > 1 and (scores.device.type == "cpu" or check_values()) and not torch.compiler.is_compiling():
-        if bool((scores[1:] > scores[:-1]).any()):
-            i = int((scores[1:] > scores[:-1]).nonzero()[0, 0])
-            raise ValueError(
-                f"{_FN}: scores must be sorted in descending order, got scores[{i + 1}] = {float(scores[i + 1])} > "
-                f"scores[{i}] = {float(scores[i])}"
-            )
+    check_order = n > 1 and (scores.device.type == "cpu" or check_values()) and not torch.compiler.is_compiling()
+    if check_order and bool((scores[1:] > scores[:-1]).any()):
+        i = int((scores[1:] > scores[:-1]).nonzero()[0, 0])
+        raise ValueError(
+            f"{_FN}: scores must be sorted in descending order, got scores[{i + 1}] = {float(scores[i + 1])} > "
+            f"scores[{i}] = {float(scores[i])}"
+        )
 
     name = resolve_backend(backend, masks.device)
     if name == "reference":
