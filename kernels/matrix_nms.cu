@@ -291,7 +291,8 @@ cudaError_t launch_matrix_nms(const uint8_t* masks, int64_t n, int64_t hw, int64
   const int64_t words = words_of(hw);
   const int ni = static_cast<int>(n);
 
-  cudaError_t err = cudaMemsetAsync(inter, 0, static_cast<size_t>(n) * static_cast<size_t>(n) * sizeof(int32_t), stream);
+  const size_t inter_bytes = static_cast<size_t>(n) * static_cast<size_t>(n) * sizeof(int32_t);
+  cudaError_t err = cudaMemsetAsync(inter, 0, inter_bytes, stream);
   if (err != cudaSuccess) return err;
 
   // Vector loads need every mask to start 16-byte aligned.

@@ -106,7 +106,8 @@ SOLO_ALWAYS_INLINE void pack_masks_impl(const PackArgs& a, int64_t begin, int64_
         word = pack_word(m + w * kWordBits);
       } else {  // the partial last word; its high bits stay 0
         word = 0;
-        for (int64_t k = 0; k < a.hw - w * kWordBits; ++k) word |= static_cast<uint64_t>(m[w * kWordBits + k] != 0) << k;
+        const uint8_t* tail = m + w * kWordBits;
+        for (int64_t k = 0; k < a.hw - w * kWordBits; ++k) word |= static_cast<uint64_t>(tail[k] != 0) << k;
       }
       out[w] = word;
       area += __builtin_popcountll(word);
@@ -134,6 +135,12 @@ struct ColumnArgs {
   math::MaskIoU<float>* comp;  // [n]
 };
 
+// IoU of the pair (i, j) from its intersection: exact integer union for counted areas, float for given ones.
+SOLO_ALWAYS_INLINE math::MaskIoU<float> pair_iou(const ColumnArgs& a, int64_t inter, int64_t i, int64_t j) {
+  if (a.given) return math::mask_iou<float, float>(static_cast<float>(inter), a.given[i], a.given[j]);
+  return math::mask_iou<float, int64_t>(inter, a.area[i], a.area[j]);
+}
+
 // Column j: intersections with every better same-label mask, and comp_j.
 SOLO_ALWAYS_INLINE void column_impl(const ColumnArgs& a, int64_t j) {
   const int64_t lj = a.labels[j];
@@ -147,9 +154,7 @@ SOLO_ALWAYS_INLINE void column_impl(const ColumnArgs& a, int64_t j) {
     const int32_t hi = std::min(tj, a.last[i]);
     const int64_t inter = hi >= lo ? and_popcount(a.bits + i * a.words + lo, bj + lo, hi - lo + 1) : 0;
     col[i] = static_cast<int32_t>(inter);
-    const math::MaskIoU<float> d = a.given ? math::mask_iou<float, float>(static_cast<float>(inter), a.given[i], a.given[j])
-                                           : math::mask_iou<float, int64_t>(inter, a.area[i], a.area[j]);
-    math::comp_update(&comp, d);
+    math::comp_update(&comp, pair_iou(a, inter, i, j));
   }
   a.comp[j] = comp;
 }
@@ -318,10 +323,7 @@ at::Tensor matrix_nms_cpu(const at::Tensor& masks, const at::Tensor& labels, con
     float decay = 1.0f;
     for (int64_t i = 0; i < j; ++i) {
       if (ca.labels[i] != lj) continue;
-      const math::MaskIoU<float> d = ca.given ? math::mask_iou<float, float>(static_cast<float>(col[i]), ca.given[i],
-                                                                            ca.given[j])
-                                              : math::mask_iou<float, int64_t>(col[i], ca.area[i], ca.area[j]);
-      decay = math::decay_update(decay, math::decay_ratio(k, d, comp[i], sig));
+      decay = math::decay_update(decay, math::decay_ratio(k, pair_iou(ca, col[i], i, j), comp[i], sig));
     }
     op[j] = sp[j] * decay;
   };

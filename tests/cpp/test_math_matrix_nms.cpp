@@ -208,7 +208,9 @@ void test_shortcut_equals_matrix_form(std::mt19937& rng) {
       }
       if (!close(got, want, 1e-6L, 1e-7L)) {
         ++bad;
-        if (bad <= 5) std::fprintf(stderr, "  t=%d n=%d j=%d kernel=%d: got %.9g want %.9Lg\n", t, n, j, kernel, got, want);
+        if (bad <= 5) {
+          std::fprintf(stderr, "  t=%d n=%d j=%d kernel=%d: got %.9g want %.9Lg\n", t, n, j, kernel, got, want);
+        }
       }
     }
   }
