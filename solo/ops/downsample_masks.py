@@ -62,7 +62,8 @@ def downsample_masks(masks: Tensor, stride: int, backend: str | None = None) -> 
     if m == 0:
         return masks.new_empty((0, h // stride, w // stride), dtype=torch.uint8)
     if name == "reference":
-        return reference.downsample_masks(masks, stride)
+        # The reference's even-stride result keeps the layout of a non-contiguous input; the op promises contiguous.
+        return reference.downsample_masks(masks, stride).contiguous()
     return getattr(torch.ops, _registry.op_namespace(name)).downsample_masks(masks, stride)
 
 
