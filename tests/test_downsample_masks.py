@@ -240,8 +240,9 @@ def test_torch_compile_inductor():
     torch.testing.assert_close(torch.compile(f, fullgraph=True)(masks), f(masks))
 
 
-@pytest.mark.parametrize("backend,device", [pytest.param("reference", "cpu", id="reference-cpu")] + backend_params(
-    "cpu", triton=False)[1:])
+@pytest.mark.parametrize(
+    "backend,device", [pytest.param("reference", "cpu", id="reference-cpu")] + backend_params("cpu", triton=False)[1:]
+)
 @pytest.mark.parametrize("stride", [1, 2, 3, 4, 5, 6, 8, 16, 32])
 def test_matches_opencv(backend, device, stride):
     """The reference (and so every backend) equals OpenCV's INTER_LINEAR resize of the uint8 0/1 mask, which SOLO's

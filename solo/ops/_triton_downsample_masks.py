@@ -71,7 +71,9 @@ def _is_interpreted() -> bool:
     return type(_downsample_kernel).__name__ == "InterpretedFunction"
 
 
-@torch.library.custom_op("solo_triton::downsample_masks", mutates_args=(), schema="(Tensor masks, int stride) -> Tensor")
+@torch.library.custom_op(
+    "solo_triton::downsample_masks", mutates_args=(), schema="(Tensor masks, int stride) -> Tensor"
+)
 def downsample_masks(masks: torch.Tensor, stride: int) -> torch.Tensor:
     """OpenCV INTER_LINEAR downsampling of 0/1 masks (Triton). See csrc/ops.cpp for the contract.
 
@@ -88,7 +90,9 @@ def downsample_masks(masks: torch.Tensor, stride: int) -> torch.Tensor:
     if H % stride != 0 or W % stride != 0:
         raise RuntimeError(f"downsample_masks: stride {stride} must divide H = {H} and W = {W}")
     if not masks.is_cuda and not _is_interpreted():
-        raise RuntimeError("downsample_masks (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
+        raise RuntimeError(
+            "downsample_masks (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported"
+        )
     Ho, Wo = H // stride, W // stride
     out = torch.empty((M, Ho, Wo), dtype=torch.uint8, device=masks.device)
     if out.numel() == 0:

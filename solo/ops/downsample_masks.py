@@ -19,7 +19,8 @@ _FN = "downsample_masks"
 def _check_stride(stride) -> int:
     # bool is an int subclass but never a meaningful stride; floats (even 4.0) are refused rather than truncated.
     if isinstance(stride, bool) or not isinstance(stride, (numbers.Integral, torch.SymInt)):
-        raise ValueError(f"{_FN}: stride must be a positive integer, got {stride!r} ({type(stride).__name__})")
+        msg = f"{_FN}: stride must be a positive integer, got {stride!r} ({type(stride).__name__})"
+        raise ValueError(msg)  # noqa: TRY004 (every bad argument of the solo ops raises ValueError)
     if stride <= 0:
         raise ValueError(f"{_FN}: stride must be a positive integer, got {stride!r}")
     return stride if isinstance(stride, torch.SymInt) else int(stride)
@@ -55,9 +56,13 @@ def downsample_masks(masks: Tensor, stride: int, backend: str | None = None) -> 
     stride = _check_stride(stride)
     m, h, w = masks.shape
     if h % stride != 0:
-        raise ValueError(f"{_FN}: stride {stride} does not divide the mask height H = {h} (masks shape {tuple(masks.shape)})")
+        raise ValueError(
+            f"{_FN}: stride {stride} does not divide the mask height H = {h} (masks shape {tuple(masks.shape)})"
+        )
     if w % stride != 0:
-        raise ValueError(f"{_FN}: stride {stride} does not divide the mask width W = {w} (masks shape {tuple(masks.shape)})")
+        raise ValueError(
+            f"{_FN}: stride {stride} does not divide the mask width W = {w} (masks shape {tuple(masks.shape)})"
+        )
     name = resolve_backend(backend, masks.device)
     if m == 0:
         return masks.new_empty((0, h // stride, w // stride), dtype=torch.uint8)
