@@ -37,8 +37,8 @@ def downsample_masks(masks: Tensor, stride: int, backend: str | None = None) -> 
       the 2x2 pixels, rounded half up as OpenCV's fixed point does);
     * odd ``s``: output pixel ``(i, j)`` is input pixel ``(s*i + (s-1)/2, s*j + (s-1)/2)`` (``s = 1``: a copy).
 
-    Nonzero input values count as 1. Only the sampled rows and columns are read (each input byte at most once);
-    no float copy of the masks is made.
+    Nonzero input values count as 1. The cpu, cuda and triton backends read only the sampled rows and columns (each
+    input byte at most once, non-contiguous masks through their strides) and never make a float copy of the masks.
 
     Args:
         masks (Tensor[M, H, W], bool/uint8): instance masks, any strides, any device the backend supports.
