@@ -3,6 +3,7 @@
 
 from solo.ops._backend import BACKENDS, available_backends, resolve_backend
 from solo.ops.dice_loss import decoupled_dice_loss, dice_loss
+from solo.ops.downsample_masks import downsample_masks
 from solo.ops.focal_loss import sigmoid_focal_loss
 from solo.ops.matrix_nms import matrix_nms
 
@@ -14,4 +15,5 @@ __all__ = [
     "dice_loss",
     "decoupled_dice_loss",
     "matrix_nms",
+    "downsample_masks",
 ]
