@@ -4,6 +4,7 @@
 from solo.ops._backend import BACKENDS, available_backends, resolve_backend
 from solo.ops.dice_loss import decoupled_dice_loss, dice_loss
 from solo.ops.focal_loss import sigmoid_focal_loss
+from solo.ops.paste_masks import paste_masks
 
 __all__ = [
     "BACKENDS",
@@ -12,4 +13,5 @@ __all__ = [
     "sigmoid_focal_loss",
     "dice_loss",
     "decoupled_dice_loss",
+    "paste_masks",
 ]
