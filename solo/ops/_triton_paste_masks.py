@@ -133,7 +133,7 @@ def _paste_kernel(
     wx2 = _cast(wx2, FP64)
     wx3 = _cast(wx3, FP64)
     if FP64:
-        thr = thr_hi.to(tl.float64) + thr_lo.to(tl.float64)
+        thr = tl.cast(thr_hi, tl.float64) + tl.cast(thr_lo, tl.float64)
     else:
         thr = thr_hi
     base = p_ptr + n.to(tl.int64) * h * w

@@ -20,22 +20,24 @@ __all__ = ["paste_masks"]
 _FN = "paste_masks"
 
 
+def _as_int(v) -> int | None:
+    """An integer (Python or numpy, not bool), else None."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
+
+
 def _size_pair(name: str, value) -> tuple[int, int]:
     """(h, w) from a pair of positive integers (tuple, list or torch.Size); bools and floats are rejected."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise ValueError(f"{_FN}: {name} must be a pair of positive integers (h, w), got {value!r}")
-    out = []
-    for v in value:
-        if isinstance(v, bool):
-            raise ValueError(f"{_FN}: {name} must be a pair of positive integers (h, w), got {value!r}")
-        try:
-            i = operator.index(v)
-        except TypeError:
-            raise ValueError(f"{_FN}: {name} must be a pair of positive integers (h, w), got {value!r}") from None
-        if i <= 0 or i >= 2**31:
-            raise ValueError(f"{_FN}: {name} must be a pair of positive integers (h, w) below 2^31, got {value!r}")
-        out.append(i)
-    return out[0], out[1]
+    ints = None
+    if not isinstance(value, (str, bytes)) and isinstance(value, Sequence) and len(value) == 2:
+        ints = [_as_int(v) for v in value]
+    if ints is None or any(i is None or i <= 0 or i >= 2**31 for i in ints):
+        raise ValueError(f"{_FN}: {name} must be a pair of positive integers (h, w) below 2^31, got {value!r}")
+    return ints[0], ints[1]
 
 
 def paste_masks(
