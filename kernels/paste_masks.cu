@@ -16,6 +16,8 @@
 // A tile whose source span does not fit the buffer (strong downscaling) reads its 16 taps per pixel directly.
 #include "paste_masks.cuh"
 
+#include <limits>
+
 #include "solo/bilinear.h"
 
 namespace solo {
@@ -215,7 +217,11 @@ cudaError_t launch_paste_masks(const scalar_t* probs, int64_t n, int64_t h, int6
   gz = gz < kMaxGridY ? gz : kMaxGridY;
   const dim3 grid(static_cast<unsigned>(tiles_x), static_cast<unsigned>(tiles_y), static_cast<unsigned>(gz));
   using A = acc_t<scalar_t>;
-  const A thr = static_cast<A>(threshold);  // compared in the compute type, as the eager reference does
+  // Compared in the compute type, as the eager reference does; beyond the float range that is +-inf (spelled out:
+  // an out-of-range conversion is undefined behaviour).
+  const double lim = static_cast<double>(std::numeric_limits<A>::max());
+  const A thr = threshold > lim ? std::numeric_limits<A>::infinity()
+                                : (threshold < -lim ? -std::numeric_limits<A>::infinity() : static_cast<A>(threshold));
   const bool vec = out_w % 4 == 0 && is_aligned(out, 4);
   if (vec) {
     paste_masks_kernel<scalar_t, true><<<grid, kThreads, 0, stream>>>(

@@ -126,8 +126,10 @@ def test_thresholds(backend, device):
     # Probabilities lie in (0, 1): a threshold below / above everything gives all True / all False.
     assert run(backend, probs, canvas, valid, out, -0.25).all()
     assert not run(backend, probs, canvas, valid, out, 1.5).any()
-    # Integer thresholds are numbers too.
+    # Integer thresholds are numbers too; thresholds beyond the float range compare as +-inf in float32.
     assert not run(backend, probs, canvas, valid, out, 1).any()
+    assert not run(backend, probs, canvas, valid, out, 1e300).any()
+    assert run(backend, probs, canvas, valid, out, -1e300).all()
 
 
 @pytest.mark.parametrize("backend,device", all_backend_params())
@@ -270,7 +272,7 @@ def test_bad_arguments_name_the_argument(backend):
         call(valid_size=(21, 22))
     with pytest.raises(ValueError, match="valid_size .* must fit inside canvas_size"):
         call(valid_size=(19, 25))
-    for bad in (math.nan, math.inf, -math.inf, "0.5", None, True, torch.tensor(0.5)):
+    for bad in (math.nan, math.inf, -math.inf, 10**400, "0.5", None, True, torch.tensor(0.5)):
         with pytest.raises(ValueError, match="threshold must be a finite number"):
             call(threshold=bad)
     with pytest.raises(ValueError, match="backend must be one of"):

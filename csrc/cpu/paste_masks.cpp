@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "solo/bilinear.h"
@@ -114,6 +115,13 @@ void paste_row(const scalar_t* __restrict p, int32_t w, const AxisTaps<acc_t>& r
   }
 }
 
+template <typename acc_t>
+acc_t to_compute_type(double v) {
+  const double lim = static_cast<double>(std::numeric_limits<acc_t>::max());
+  return v > lim ? std::numeric_limits<acc_t>::infinity()
+                 : (v < -lim ? -std::numeric_limits<acc_t>::infinity() : static_cast<acc_t>(v));
+}
+
 void check_paste_args(const at::Tensor& probs, at::IntArrayRef canvas_size, at::IntArrayRef valid_size,
                       at::IntArrayRef out_size, double threshold) {
   TORCH_CHECK(probs.dim() == 3, "paste_masks: probs must be 3-D [N, h, w], got shape ", probs.sizes());
@@ -150,8 +158,9 @@ at::Tensor paste_masks_cpu(const at::Tensor& probs, at::IntArrayRef canvas_size,
     using acc_t = at::opmath_type<scalar_t>;  // float, or double for double probs
     const AxisTaps<acc_t> rows(h, canvas_size[0], valid_size[0], out_h);
     const AxisTaps<acc_t> cols(w, canvas_size[1], valid_size[1], out_w);
-    // The threshold in the compute type, as the eager reference compares (`tensor > python_float`).
-    const acc_t thr = static_cast<acc_t>(threshold);
+    // The threshold in the compute type, as the eager reference compares (`tensor > python_float`); beyond the
+    // float range that is +-inf (an out-of-range conversion is undefined behaviour in C++, so it is spelled out).
+    const acc_t thr = to_compute_type<acc_t>(threshold);
     const scalar_t* pp = p.const_data_ptr<scalar_t>();
     uint8_t* op = reinterpret_cast<uint8_t*>(out.mutable_data_ptr<bool>());
     const int64_t blocks = (out_h + kRowsPerTask - 1) / kRowsPerTask;

@@ -32,6 +32,7 @@ _NUM_WARPS = 4
 # Largest V span (columns) of the separable path; above it the direct path runs.
 _MAX_SPAN = 256
 
+_FLT_MAX = 3.4028234663852886e38
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -224,7 +225,11 @@ def paste_masks(
     tiles_x = triton.cdiv(out_w, _BX)
     tiles_per_mask = tiles_x * triton.cdiv(out_h, _BY)
     # fp32 compute compares with fp32(threshold) (as the eager reference does); fp64 rebuilds it as hi + lo.
-    thr_hi, thr_lo = split_f32(threshold)
+    # Beyond the float range the fp32 threshold is +-inf (what the reference's float32 compare sees too).
+    if abs(threshold) > _FLT_MAX:
+        thr_hi, thr_lo = math.copysign(math.inf, threshold), 0.0
+    else:
+        thr_hi, thr_lo = split_f32(threshold)
     with device_ctx(p):
         _paste_kernel[(n * tiles_per_mask,)](
             p,

@@ -81,9 +81,15 @@ def paste_masks(
     out = _size_pair("out_size", out_size)
     if valid[0] > canvas[0] or valid[1] > canvas[1]:
         raise ValueError(f"{_FN}: valid_size {valid} must fit inside canvas_size {canvas}")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+    thr = math.nan
+    if not isinstance(threshold, bool) and isinstance(threshold, numbers.Real):
+        try:
+            thr = float(threshold)
+        except OverflowError:  # an int beyond the float range
+            pass
+    if not math.isfinite(thr):
         raise ValueError(f"{_FN}: threshold must be a finite number, got {threshold!r}")
-    threshold = float(threshold)
+    threshold = thr
 
     name = resolve_backend(backend, probs.device)
     if probs.shape[0] == 0:
