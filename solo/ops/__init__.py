@@ -6,6 +6,7 @@ from solo.ops.dice_loss import decoupled_dice_loss, dice_loss
 from solo.ops.downsample_masks import downsample_masks
 from solo.ops.focal_loss import sigmoid_focal_loss
 from solo.ops.matrix_nms import matrix_nms
+from solo.ops.paste_masks import paste_masks
 
 __all__ = [
     "BACKENDS",
@@ -16,4 +17,5 @@ __all__ = [
     "decoupled_dice_loss",
     "matrix_nms",
     "downsample_masks",
+    "paste_masks",
 ]

@@ -11,6 +11,7 @@ try:
     from solo.ops import _triton_dice_loss, _triton_focal_loss  # noqa: F401  (register solo_triton::*)
     from solo.ops import _triton_matrix_nms  # noqa: F401
     from solo.ops import _triton_downsample_masks  # noqa: F401
+    from solo.ops import _triton_paste_masks  # noqa: F401
 except Exception as e:  # triton missing or unusable: the other backends still work
     TRITON_ERROR = f"{type(e).__name__}: {e}"
 
