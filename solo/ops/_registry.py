@@ -9,6 +9,7 @@ from solo.ops import _ext
 TRITON_ERROR: str | None = None
 try:
     from solo.ops import _triton_dice_loss, _triton_focal_loss  # noqa: F401  (register solo_triton::*)
+    from solo.ops import _triton_assign_grid_targets  # noqa: F401
 except Exception as e:  # triton missing or unusable: the other backends still work
     TRITON_ERROR = f"{type(e).__name__}: {e}"
 
