@@ -35,6 +35,8 @@ _BLOCK_M = 64
 _BLOCK_N = 1024
 
 _MAX_LEVELS = 16
+# Lane sums of the mass kernel at or above this use int64 lanes (a test lowers it to cover that variant).
+_INT32_LANE_LIMIT = 2**31
 
 
 def _is_interpreted() -> bool:
@@ -97,7 +99,7 @@ def assign_grid_targets_mass(masks: torch.Tensor) -> torch.Tensor:
     n_split = triton.cdiv(H, rows)
     # Largest lane sum: (elements per lane) * (largest column or row offset); int64 lanes past int32.
     per_lane = triton.cdiv(rows, _BLOCK_R) * triton.cdiv(W, _BLOCK_C)
-    wide = per_lane * max(W, rows) >= 2**31
+    wide = per_lane * max(W, rows) >= _INT32_LANE_LIMIT
     part = torch.empty((M, n_split, 3), dtype=torch.int64, device=masks.device)
     with device_ctx(masks):
         _mass_kernel[(M * n_split,)](
