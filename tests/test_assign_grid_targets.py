@@ -119,8 +119,9 @@ def oracle(batch, **cfg):
 # --- an exact oracle of SOLO_SPEC.md §7, for the reference itself -------------------------------------------------
 
 
-def exact_targets(masks, boxes, labels, image_ids, batch_size, num_grids, scale_ranges, sigma=0.2, num_classes=80,
-                  mode="solo"):
+def exact_targets(
+    masks, boxes, labels, image_ids, batch_size, num_grids, scale_ranges, sigma=0.2, num_classes=80, mode="solo"
+):
     """§7 in rational arithmetic (exact centres, scales compared as squares). Also returns `near`: whether some
     decision lies within 1e-9 of (but not on) a boundary, where float64 rounding may legitimately go either way."""
     h, w = masks.shape[1:]
@@ -186,8 +187,9 @@ def test_reference_against_exact_oracle(mode, config):
         if near:
             continue
         compared += 1
-        got = solo.ops.assign_grid_targets(**batch, num_grids=grids, scale_ranges=ranges, mode=mode,
-                                           backend="reference")
+        got = solo.ops.assign_grid_targets(
+            **batch, num_grids=grids, scale_ranges=ranges, mode=mode, backend="reference"
+        )
         assert_same(got, want)
     assert compared >= 2, "too many random batches had a decision on a cell border"
 
@@ -242,8 +244,13 @@ def test_range_borders_and_overlaps(backend, device, mode):
     masks[5, h - 1, w - 1] = True  # one pixel in the opposite corner, other image
     boxes = boxes_of(masks).double()
     boxes[3, 3] = math.nextafter(float(boxes[3, 3]), math.inf)  # height 24 + ulp: scale just above 24
-    batch = {"masks": masks, "boxes": boxes, "labels": torch.tensor([3, 5, 7, 9, 11, 13]),
-             "image_ids": torch.tensor([0, 0, 0, 0, 0, 1]), "batch_size": 2}
+    batch = {
+        "masks": masks,
+        "boxes": boxes,
+        "labels": torch.tensor([3, 5, 7, 9, 11, 13]),
+        "image_ids": torch.tensor([0, 0, 0, 0, 0, 1]),
+        "batch_size": 2,
+    }
     cfg = {"num_grids": SMALL_GRIDS, "scale_ranges": SMALL_RANGES, "mode": mode}
     got = run(backend, batch, device, **cfg)
     assert_same(got, oracle(batch, **cfg))
@@ -273,8 +280,12 @@ def test_empty_cases(backend, device):
     """M = 0, images without instances, empty masks and scales outside every range: all background, no positives."""
     h, w = 32, 48
     cfg = {"num_grids": SMALL_GRIDS, "scale_ranges": SMALL_RANGES}
-    empty = {"masks": torch.zeros(0, h, w, dtype=torch.bool), "boxes": torch.zeros(0, 4),
-             "labels": torch.zeros(0, dtype=torch.int64), "image_ids": torch.zeros(0, dtype=torch.int64)}
+    empty = {
+        "masks": torch.zeros(0, h, w, dtype=torch.bool),
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "image_ids": torch.zeros(0, dtype=torch.int64),
+    }
     for batch_size in (0, 1, 3):
         got = run(backend, {**empty, "batch_size": batch_size}, device, **cfg)
         assert got.labels.shape == (batch_size, 233) and (got.labels == 80).all() and got.pos_cells.numel() == 0
@@ -282,9 +293,16 @@ def test_empty_cases(backend, device):
     masks = torch.zeros(3, h, w, dtype=torch.uint8)
     masks[1, 5:9, 5:9] = 1
     masks[2, 1:30, 1:40] = 1
-    boxes = torch.tensor([[0, 0, 10, 10], [5, 5, 5.5, 5.5], [1, 1, 400, 400]], dtype=torch.float32)  # scales 10, 0.5, 399
-    batch = {"masks": masks, "boxes": boxes, "labels": torch.tensor([1, 2, 3]), "image_ids": torch.tensor([0, 1, 0]),
-             "batch_size": 2}
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [5, 5, 5.5, 5.5], [1, 1, 400, 400]], dtype=torch.float32
+    )  # scales 10, 0.5, 399
+    batch = {
+        "masks": masks,
+        "boxes": boxes,
+        "labels": torch.tensor([1, 2, 3]),
+        "image_ids": torch.tensor([0, 1, 0]),
+        "batch_size": 2,
+    }
     for mode in ("solo", "solov2"):
         got = run(backend, batch, device, mode=mode, **cfg)
         assert (got.labels == 80).all() and got.pos_cells.numel() == 0
@@ -326,8 +344,10 @@ def test_mask_moments(backend, device, h, w):
         got = mask_moments(m.to(device), backend=backend)
         assert got.dtype == torch.int64 and torch.equal(got.cpu(), want)
     assert mask_moments(torch.zeros(0, h, w, dtype=torch.bool, device=device), backend=backend).shape == (0, 3)
-    assert torch.equal(mask_moments(torch.ones(2, 0, w, dtype=torch.bool, device=device), backend=backend).cpu(),
-                       torch.zeros(2, 3, dtype=torch.int64))
+    assert torch.equal(
+        mask_moments(torch.ones(2, 0, w, dtype=torch.bool, device=device), backend=backend).cpu(),
+        torch.zeros(2, 3, dtype=torch.int64),
+    )
 
 
 @pytest.mark.needs_ext
@@ -366,8 +386,13 @@ def test_triton_wide_accumulators(backend, device, monkeypatch):
 def _good():
     masks = torch.zeros(2, 16, 16, dtype=torch.bool)
     masks[:, 4:8, 4:8] = True
-    return {"masks": masks, "boxes": torch.tensor([[4.0, 4, 8, 8], [4, 4, 8, 8]]), "labels": torch.tensor([1, 2]),
-            "image_ids": torch.tensor([0, 1]), "batch_size": 2}
+    return {
+        "masks": masks,
+        "boxes": torch.tensor([[4.0, 4, 8, 8], [4, 4, 8, 8]]),
+        "labels": torch.tensor([1, 2]),
+        "image_ids": torch.tensor([0, 1]),
+        "batch_size": 2,
+    }
 
 
 @pytest.mark.parametrize("backend,device", all_backend_params())
@@ -445,8 +470,20 @@ def test_ops_check_their_arguments():
         with pytest.raises(RuntimeError, match="masks"):
             ops.assign_grid_targets_mass(torch.zeros(2, 3))
         mass = torch.zeros(1, 3, dtype=torch.int64)
-        args = [mass, torch.zeros(1, 4), torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), 1, 8,
-                8, [4], [1.0, 9.0], 0.2, 80, 0]
+        args = [
+            mass,
+            torch.zeros(1, 4),
+            torch.zeros(1, dtype=torch.int64),
+            torch.zeros(1, dtype=torch.int64),
+            1,
+            8,
+            8,
+            [4],
+            [1.0, 9.0],
+            0.2,
+            80,
+            0,
+        ]
         ops.assign_grid_targets_cells(*args)
         for k, v in ((11, 2), (8, [1.0]), (9, 0.0)):
             bad = list(args)
@@ -475,8 +512,20 @@ def test_opcheck(ns, mode):
     torch.library.opcheck(ops.assign_grid_targets_mass.default, (batch["masks"],))
     mass = ops.assign_grid_targets_mass(batch["masks"])
     flat = [float(v) for r in SMALL_RANGES for v in r]
-    args = (mass, batch["boxes"], batch["labels"], batch["image_ids"], 2, 24, 40, list(SMALL_GRIDS), flat, 0.2, 80,
-            mode)
+    args = (
+        mass,
+        batch["boxes"],
+        batch["labels"],
+        batch["image_ids"],
+        2,
+        24,
+        40,
+        list(SMALL_GRIDS),
+        flat,
+        0.2,
+        80,
+        mode,
+    )
     torch.library.opcheck(ops.assign_grid_targets_cells.default, args)
 
 
@@ -489,8 +538,9 @@ def test_torch_compile_fullgraph(backend, device, mode):
     batch = to(make_batch(2, [6, 5], 32, 48, gen), device)
 
     def targets(masks, boxes, labels, image_ids):
-        t = solo.ops.assign_grid_targets(masks, boxes, labels, image_ids, 2, SMALL_GRIDS, SMALL_RANGES, mode=mode,
-                                         backend=backend)
+        t = solo.ops.assign_grid_targets(
+            masks, boxes, labels, image_ids, 2, SMALL_GRIDS, SMALL_RANGES, mode=mode, backend=backend
+        )
         # use the data-dependent outputs inside the graph
         return t.labels.clone(), t.pos_cells + 0, t.pos_instances * 1, t.labels.flatten()[t.pos_cells]
 

@@ -2,9 +2,9 @@
 //
 // mass: one pass over the masks. Per row, the count of nonzero bytes and their column-weighted sum; the row count
 //   times the row index gives sum y m. The masks are cut into (instance, band of rows) work items of ~64 KiB, each
-//   adding into its own partial sums (integers: the result does not depend on the split). The AVX2 build (see
-//   isa.h) does 32 bytes per step: min(v, 1) makes the bytes 0/1, psadbw counts them, pmaddubsw weights them by
-//   their offset in the step.
+//   adding into its own partial sums (integers: the result does not depend on the split). The AVX2 loop (chosen at
+//   run time, see isa.h) does 32 bytes per step: min(v, 1) makes the bytes 0/1, psadbw counts them, pmaddubsw
+//   weights them by their offset in the step. The portable loop does 8 bytes per step in a 64-bit word.
 // cells: a few sequential passes over instances x levels and over cells; microseconds next to the mass pass.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -29,29 +30,40 @@ namespace {
 // masks still spread over every core.
 constexpr int64_t kItemBytes = 64 * 1024;
 
+// Portable loop: 8 bytes per step as one 64-bit word (SWAR). Masks are mostly zero, so zero words cost a test; a
+// nonzero word has its nonzero bytes turned into 0x01, and two multiplies sum them: byte 7 of b * 0x0101..01 is the
+// count, byte 7 of b * kByteOffsets is sum k b_k over the columns x + k, k = 0..7 (each byte of the products stays
+// below 256, so no carries cross bytes).
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+constexpr uint64_t kByteOffsets = 0x0706050403020100ull;  // column x + k is the word's byte 7 - k
+#else
+constexpr uint64_t kByteOffsets = 0x0001020304050607ull;  // column x + k is the word's byte k
+#endif
+
+inline uint64_t nonzero_bytes64(uint64_t v) {
+  return ((((v & 0x7F7F7F7F7F7F7F7Full) + 0x7F7F7F7F7F7F7F7Full) | v) >> 7) & 0x0101010101010101ull;
+}
+
 // Moments of rows [r0, r1) of one h x w mask (nonzero byte = 1), added to out[0..2] = (n, sum x, sum y).
 void mass_rows_baseline(const uint8_t* mask, int64_t w, int64_t r0, int64_t r1, int64_t* out) {
   int64_t n = 0, sx = 0, sy = 0;
+  const int64_t w8 = w & ~int64_t(7);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* p = mask + r * w;
     int64_t rn = 0, rx = 0;
-    if (w <= 65536) {
-      // A row's column sum stays below 2^31: 32-bit lanes vectorise twice as wide.
-      uint32_t cn = 0, cx = 0;
-      SOLO_SIMD_SUM(cn, cx)
-      for (int64_t x = 0; x < w; ++x) {
-        const uint32_t b = p[x] != 0;
-        cn += b;
-        cx += b * static_cast<uint32_t>(x);
-      }
-      rn = cn;
-      rx = cx;
-    } else {
-      for (int64_t x = 0; x < w; ++x) {
-        const int64_t b = p[x] != 0;
-        rn += b;
-        rx += b * x;
-      }
+    for (int64_t x = 0; x < w8; x += 8) {
+      uint64_t v;
+      std::memcpy(&v, p + x, 8);
+      if (v == 0) continue;
+      const uint64_t b = nonzero_bytes64(v);
+      const int64_t c = static_cast<int64_t>((b * 0x0101010101010101ull) >> 56);
+      rn += c;
+      rx += c * x + static_cast<int64_t>((b * kByteOffsets) >> 56);
+    }
+    for (int64_t x = w8; x < w; ++x) {
+      const int64_t b = p[x] != 0;
+      rn += b;
+      rx += b * x;
     }
     n += rn;
     sx += rx;

@@ -44,8 +44,9 @@ def _is_interpreted() -> bool:
 
 
 @triton.jit
-def _mass_kernel(m_ptr, part_ptr, H, W, n_split, rows, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
-                 acc_t: tl.constexpr):
+def _mass_kernel(
+    m_ptr, part_ptr, H, W, n_split, rows, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, acc_t: tl.constexpr
+):
     pid = tl.program_id(0)
     inst = pid // n_split
     split = pid - inst * n_split
@@ -103,8 +104,16 @@ def assign_grid_targets_mass(masks: torch.Tensor) -> torch.Tensor:
     part = torch.empty((M, n_split, 3), dtype=torch.int64, device=masks.device)
     with device_ctx(masks):
         _mass_kernel[(M * n_split,)](
-            mk, part, H, W, n_split, rows, BLOCK_R=_BLOCK_R, BLOCK_C=_BLOCK_C,
-            acc_t=tl.int64 if wide else tl.int32, num_warps=4,
+            mk,
+            part,
+            H,
+            W,
+            n_split,
+            rows,
+            BLOCK_R=_BLOCK_R,
+            BLOCK_C=_BLOCK_C,
+            acc_t=tl.int64 if wide else tl.int32,
+            num_warps=4,
         )
     return part.sum(1)
 
@@ -128,8 +137,24 @@ def _load_rect(rect_ptr, m, lvl, L, ok):
 
 
 @triton.jit
-def _cells_count_kernel(mass_ptr, boxes_ptr, scale_ptr, img_ptr, fcfg_ptr, icfg_ptr, rect_ptr, winner_ptr,
-                        count_ptr, M, L, B, T, H, W, BLOCK: tl.constexpr):
+def _cells_count_kernel(
+    mass_ptr,
+    boxes_ptr,
+    scale_ptr,
+    img_ptr,
+    fcfg_ptr,
+    icfg_ptr,
+    rect_ptr,
+    winner_ptr,
+    count_ptr,
+    M,
+    L,
+    B,
+    T,
+    H,
+    W,
+    BLOCK: tl.constexpr,
+):
     lvl = tl.program_id(1)
     m = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = m < M
@@ -186,8 +211,18 @@ def _cells_count_kernel(mass_ptr, boxes_ptr, scale_ptr, img_ptr, fcfg_ptr, icfg_
 
 
 @triton.jit
-def _cells_label_kernel(winner_ptr, labels_ptr, offsets_ptr, out_ptr, pc_ptr, pi_ptr, N, num_classes,
-                        SOLO: tl.constexpr, BLOCK: tl.constexpr):
+def _cells_label_kernel(
+    winner_ptr,
+    labels_ptr,
+    offsets_ptr,
+    out_ptr,
+    pc_ptr,
+    pi_ptr,
+    N,
+    num_classes,
+    SOLO: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     c = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = c < N
     w = tl.load(winner_ptr + c, mask=valid, other=-1)
@@ -201,8 +236,9 @@ def _cells_label_kernel(winner_ptr, labels_ptr, offsets_ptr, out_ptr, pc_ptr, pi
 
 
 @triton.jit
-def _cells_pairs_kernel(rect_ptr, img_ptr, icfg_ptr, offsets_ptr, count_ptr, pc_ptr, pi_ptr, M, L, T,
-                        BLOCK: tl.constexpr):
+def _cells_pairs_kernel(
+    rect_ptr, img_ptr, icfg_ptr, offsets_ptr, count_ptr, pc_ptr, pi_ptr, M, L, T, BLOCK: tl.constexpr
+):
     lvl = tl.program_id(1)
     m = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = m < M
@@ -288,8 +324,24 @@ def assign_grid_targets_cells(
     with device_ctx(mass):
         if M and N:
             _cells_count_kernel[(triton.cdiv(M, _BLOCK_M), L)](
-                ms, b, scale, im, fcfg, icfg, rects, winner, count, M, L, batch_size, T, height, width,
-                BLOCK=_BLOCK_M, enable_fp_fusion=False, num_warps=2,
+                ms,
+                b,
+                scale,
+                im,
+                fcfg,
+                icfg,
+                rects,
+                winner,
+                count,
+                M,
+                L,
+                batch_size,
+                T,
+                height,
+                width,
+                BLOCK=_BLOCK_M,
+                enable_fp_fusion=False,
+                num_warps=2,
             )
         per_cell = (winner >= 0).to(torch.int64) if mode == 0 else count.to(torch.int64)
         ends = torch.cumsum(per_cell, 0)
@@ -299,12 +351,32 @@ def assign_grid_targets_cells(
         pos_instances = torch.empty((P,), dtype=torch.int64, device=dev)
         if N:
             _cells_label_kernel[(triton.cdiv(N, _BLOCK_N),)](
-                winner, lb, offsets, out_labels, pos_cells, pos_instances, N, num_classes,
-                SOLO=mode == 0, BLOCK=_BLOCK_N, num_warps=4,
+                winner,
+                lb,
+                offsets,
+                out_labels,
+                pos_cells,
+                pos_instances,
+                N,
+                num_classes,
+                SOLO=mode == 0,
+                BLOCK=_BLOCK_N,
+                num_warps=4,
             )
         if mode == 1 and P:
             _cells_pairs_kernel[(triton.cdiv(M, _BLOCK_M), L)](
-                rects, im, icfg, offsets, count, pos_cells, pos_instances, M, L, T, BLOCK=_BLOCK_M, num_warps=2,
+                rects,
+                im,
+                icfg,
+                offsets,
+                count,
+                pos_cells,
+                pos_instances,
+                M,
+                L,
+                T,
+                BLOCK=_BLOCK_M,
+                num_warps=2,
             )
             order = torch.argsort(pos_cells * M + pos_instances)
             pos_cells, pos_instances = pos_cells[order], pos_instances[order]

@@ -66,7 +66,9 @@ def _grid_config(num_grids, scale_ranges) -> tuple[list[int], list[float]]:
     try:
         ranges = [tuple(r) for r in scale_ranges]
     except TypeError:
-        raise ValueError(f"{_FN}: scale_ranges must be a sequence of (lower, upper) pairs, got {scale_ranges!r}") from None
+        raise ValueError(
+            f"{_FN}: scale_ranges must be a sequence of (lower, upper) pairs, got {scale_ranges!r}"
+        ) from None
     if len(ranges) != len(grids):
         raise ValueError(
             f"{_FN}: scale_ranges must have one (lower, upper) pair per level of num_grids ({len(grids)}), "
@@ -177,10 +179,14 @@ def assign_grid_targets(
     if m and (masks.device.type == "cpu" or check_values()) and not torch.compiler.is_compiling():
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(f"{_FN}: labels must be in [0, num_classes) = [0, {num_classes}), got values in [{lo}, {hi}]")
+            raise ValueError(
+                f"{_FN}: labels must be in [0, num_classes) = [0, {num_classes}), got values in [{lo}, {hi}]"
+            )
         lo, hi = int(image_ids.min()), int(image_ids.max())
         if lo < 0 or hi >= batch_size:
-            raise ValueError(f"{_FN}: image_ids must be in [0, batch_size) = [0, {batch_size}), got values in [{lo}, {hi}]")
+            raise ValueError(
+                f"{_FN}: image_ids must be in [0, batch_size) = [0, {batch_size}), got values in [{lo}, {hi}]"
+            )
 
     name = resolve_backend(backend, masks.device)
     if name == "reference":
@@ -193,7 +199,17 @@ def assign_grid_targets(
     mass = ops.assign_grid_targets_mass(masks)
     h, w = masks.shape[1], masks.shape[2]
     out = ops.assign_grid_targets_cells(
-        mass, boxes.detach(), labels, image_ids, batch_size, h, w, grids, flat_ranges, sigma, num_classes,
+        mass,
+        boxes.detach(),
+        labels,
+        image_ids,
+        batch_size,
+        h,
+        w,
+        grids,
+        flat_ranges,
+        sigma,
+        num_classes,
         MODES.index(mode),
     )
     return GridTargets(*out)
@@ -220,8 +236,9 @@ def _fake_mass(masks: Tensor) -> Tensor:
     return masks.new_empty((masks.shape[0], 3), dtype=torch.int64)
 
 
-def _fake_cells(mass, boxes, labels, image_ids, batch_size, height, width, num_grids, scale_ranges, sigma,
-                num_classes, mode):
+def _fake_cells(
+    mass, boxes, labels, image_ids, batch_size, height, width, num_grids, scale_ranges, sigma, num_classes, mode
+):
     torch._check(mass.dim() == 2 and mass.shape[1] == 3, lambda: f"{_FN}: mass must be [M, 3]")
     cells = sum(s * s for s in num_grids)
     # P, the number of positives, depends on the data: an unbacked size.

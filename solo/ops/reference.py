@@ -180,7 +180,7 @@ def matrix_nms(
 def mask_moments(masks: Tensor) -> Tensor:
     """Exact moments of each mask: int64 [M, 3] = (sum m, sum x m, sum y m), m = (mask != 0), x / y the 0-based
     column / row. The centre of mass is (sum x m, sum y m) / sum m. masks (Tensor[M, H, W], bool/uint8)."""
-    m, h, w = masks.shape
+    _, h, w = masks.shape
     nz = (masks != 0).to(torch.int64)
     rows = nz.sum(2)  # [M, H]
     cols = nz.sum(1)  # [M, W]
