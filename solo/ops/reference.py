@@ -181,8 +181,8 @@ def mask_moments(masks: Tensor) -> Tensor:
     """Exact moments of each mask: int64 [M, 3] = (sum m, sum x m, sum y m), m = (mask != 0), x / y the 0-based
     column / row. The centre of mass is (sum x m, sum y m) / sum m. masks (Tensor[M, H, W], bool/uint8)."""
     _, h, w = masks.shape
-    nz = (masks != 0).to(torch.int64)
-    rows = nz.sum(2)  # [M, H]
+    nz = masks != 0
+    rows = nz.sum(2)  # [M, H] int64 (sums of bool; no int64 copy of the masks)
     cols = nz.sum(1)  # [M, W]
     ys = torch.arange(h, device=masks.device, dtype=torch.int64)
     xs = torch.arange(w, device=masks.device, dtype=torch.int64)
