@@ -17,6 +17,8 @@ from the other backends. Only the ops are registered here; the fake kernels live
 Importing this module raises ImportError when triton is not installed.
 """
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -261,6 +263,13 @@ def _cells_pairs_kernel(
             tl.store(pi_ptr + pos, m.to(tl.int64), mask=ok)
 
 
+def _to_device(values: list, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
+    """A small host list on `dev` without a stream sync (a copy from pageable memory would wait for the stream)."""
+    if dev.type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=dev)
+    return torch.tensor(values, dtype=dtype, pin_memory=True).to(dev, non_blocking=True)
+
+
 @torch.library.custom_op(
     "solo_triton::assign_grid_targets_cells",
     mutates_args=(),
@@ -295,10 +304,23 @@ def assign_grid_targets_cells(
         if t.device != mass.device:
             raise RuntimeError(f"{fn}: {name} is on {t.device}, mass on {mass.device}")
     L = len(num_grids)
-    if not 1 <= L <= _MAX_LEVELS or len(scale_ranges) != 2 * L:
-        raise RuntimeError(f"{fn}: need 1 to {_MAX_LEVELS} levels and a (lower, upper) pair per level")
-    if min(num_grids) < 1 or batch_size < 0 or num_classes < 1 or mode not in (0, 1) or not sigma > 0:
-        raise RuntimeError(f"{fn}: invalid grid configuration")
+    checks = (
+        (1 <= L <= _MAX_LEVELS, f"num_grids must have 1 to {_MAX_LEVELS} levels, got {L}"),
+        (len(scale_ranges) == 2 * L, f"scale_ranges must hold {2 * L} values (lower, upper per level)"),
+        (all(1 <= s <= 46340 for s in num_grids), f"num_grids must be in [1, 46340], got {list(num_grids)}"),
+        (
+            all(0 <= scale_ranges[2 * i] <= scale_ranges[2 * i + 1] for i in range(L)),
+            "scale_ranges: 0 <= lower <= upper",
+        ),
+        (batch_size >= 0, f"batch_size must be >= 0, got {batch_size}"),
+        (height >= 0 and width >= 0, f"height and width must be >= 0, got {height} x {width}"),
+        (math.isfinite(sigma) and sigma > 0, f"sigma must be a finite number > 0, got {sigma}"),
+        (num_classes >= 1, f"num_classes must be >= 1, got {num_classes}"),
+        (mode in (0, 1), f"mode must be 0 (solo) or 1 (solov2), got {mode}"),
+    )
+    for ok, why in checks:
+        if not ok:
+            raise RuntimeError(f"{fn}: {why}")
     if not mass.is_cuda and not _is_interpreted():
         raise RuntimeError(f"{fn} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
     dev = mass.device
@@ -308,11 +330,12 @@ def assign_grid_targets_cells(
     for s in num_grids:
         offsets_l.append(acc)
         acc += s * s
-    icfg = torch.tensor(list(num_grids) + offsets_l, dtype=torch.int64).to(dev)
-    fcfg = torch.tensor(
+    icfg = _to_device(list(num_grids) + offsets_l, torch.int64, dev)
+    fcfg = _to_device(
         [scale_ranges[2 * i] for i in range(L)] + [scale_ranges[2 * i + 1] for i in range(L)] + [sigma],
-        dtype=torch.float64,
-    ).to(dev)
+        torch.float64,
+        dev,
+    )
     b = boxes.detach().to(torch.float64).contiguous()
     scale = torch.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
     ms, lb, im = mass.contiguous(), labels.contiguous(), image_ids.contiguous()
