@@ -485,10 +485,20 @@ def test_ops_check_their_arguments():
             0,
         ]
         ops.assign_grid_targets_cells(*args)
-        for k, v in ((11, 2), (8, [1.0]), (9, 0.0)):
+        bad_values = (
+            (4, -1, "batch_size"),
+            (7, [0], "num_grids"),
+            (7, [4] * 17, "num_grids"),
+            (8, [1.0], "scale_ranges"),
+            (8, [9.0, 1.0], "scale_ranges"),
+            (9, 0.0, "sigma"),
+            (10, 0, "num_classes"),
+            (11, 2, "mode"),
+        )
+        for k, v, name in bad_values:
             bad = list(args)
             bad[k] = v
-            with pytest.raises(RuntimeError):
+            with pytest.raises(RuntimeError, match=name):
                 ops.assign_grid_targets_cells(*bad)
 
 

@@ -304,22 +304,23 @@ def assign_grid_targets_cells(
         if t.device != mass.device:
             raise RuntimeError(f"{fn}: {name} is on {t.device}, mass on {mass.device}")
     L = len(num_grids)
+    # Checked in order (later checks index scale_ranges by level).
     checks = (
-        (1 <= L <= _MAX_LEVELS, f"num_grids must have 1 to {_MAX_LEVELS} levels, got {L}"),
-        (len(scale_ranges) == 2 * L, f"scale_ranges must hold {2 * L} values (lower, upper per level)"),
-        (all(1 <= s <= 46340 for s in num_grids), f"num_grids must be in [1, 46340], got {list(num_grids)}"),
+        (lambda: 1 <= L <= _MAX_LEVELS, f"num_grids must have 1 to {_MAX_LEVELS} levels, got {L}"),
+        (lambda: len(scale_ranges) == 2 * L, f"scale_ranges must hold {2 * L} values (lower, upper per level)"),
+        (lambda: all(1 <= s <= 46340 for s in num_grids), f"num_grids must be in [1, 46340], got {list(num_grids)}"),
         (
-            all(0 <= scale_ranges[2 * i] <= scale_ranges[2 * i + 1] for i in range(L)),
-            "scale_ranges: 0 <= lower <= upper",
+            lambda: all(0 <= scale_ranges[2 * i] <= scale_ranges[2 * i + 1] for i in range(L)),
+            "scale_ranges: need 0 <= lower <= upper",
         ),
-        (batch_size >= 0, f"batch_size must be >= 0, got {batch_size}"),
-        (height >= 0 and width >= 0, f"height and width must be >= 0, got {height} x {width}"),
-        (math.isfinite(sigma) and sigma > 0, f"sigma must be a finite number > 0, got {sigma}"),
-        (num_classes >= 1, f"num_classes must be >= 1, got {num_classes}"),
-        (mode in (0, 1), f"mode must be 0 (solo) or 1 (solov2), got {mode}"),
+        (lambda: batch_size >= 0, f"batch_size must be >= 0, got {batch_size}"),
+        (lambda: height >= 0 and width >= 0, f"height and width must be >= 0, got {height} x {width}"),
+        (lambda: math.isfinite(sigma) and sigma > 0, f"sigma must be a finite number > 0, got {sigma}"),
+        (lambda: num_classes >= 1, f"num_classes must be >= 1, got {num_classes}"),
+        (lambda: mode in (0, 1), f"mode must be 0 (solo) or 1 (solov2), got {mode}"),
     )
     for ok, why in checks:
-        if not ok:
+        if not ok():
             raise RuntimeError(f"{fn}: {why}")
     if not mass.is_cuda and not _is_interpreted():
         raise RuntimeError(f"{fn} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
