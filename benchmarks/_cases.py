@@ -412,6 +412,96 @@ def _register_nms(n: int, num_classes: int) -> None:
     )
 
 
+# --- grid target assignment ---------------------------------------------------------------------------------
+
+GRID_NUM_CLASSES = 80
+
+
+def grid_target_inputs(images: int, per_image: int, device: torch.device, gen: torch.Generator) -> Inputs:
+    """``images`` x ``per_image`` GT instances on the padded canvas as SOLO's target assignment sees them: bool blob
+    masks, their bounding boxes (float32, x2 = x1 + w; zeros for a mask the noise emptied), random classes, image
+    ids in annotation order (image-major)."""
+    m = images * per_image
+    masks = blob_masks(m, *CANVAS_HW, gen=gen)
+    rows, cols = masks.any(2), masks.any(1)  # [m, H], [m, W]
+    h, w = CANVAS_HW
+
+    def first_last(hit: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        first = hit.to(torch.uint8).argmax(1)
+        last = n - hit.flip(1).to(torch.uint8).argmax(1)
+        return first, last
+
+    y1, y2 = first_last(rows, h)
+    x1, x2 = first_last(cols, w)
+    boxes = torch.stack([x1, y1, x2, y2], 1).float() * rows.any(1, keepdim=True)
+    return {
+        "masks": masks.to(device),
+        "boxes": boxes.to(device),
+        "labels": torch.randint(0, GRID_NUM_CLASSES, (m,), generator=gen).to(device),
+        "image_ids": torch.arange(images).repeat_interleave(per_image).to(device),
+        "batch_size": images,
+    }
+
+
+def _grid_reference(masks, boxes, labels, image_ids, batch_size):
+    return reference.assign_grid_targets(masks, boxes, labels, image_ids, batch_size, num_classes=GRID_NUM_CLASSES)
+
+
+def _grid_solo(masks, boxes, labels, image_ids, batch_size, backend: str):
+    return solo.ops.assign_grid_targets(
+        masks, boxes, labels, image_ids, batch_size, num_classes=GRID_NUM_CLASSES, backend=backend
+    )
+
+
+def _register_grid(images: int, per_image: int) -> None:
+    h, w = CANVAS_HW
+    m = images * per_image
+    register(
+        Case(
+            op="assign_grid_targets",
+            size=f"M={m} ({images} img x {per_image}) {h}x{w}",
+            setup=lambda device, dtype, gen: grid_target_inputs(images, per_image, device, gen),
+            reference=_grid_reference,
+            solo=_grid_solo,
+            grad_inputs=(),
+            # The masks once, the boxes / labels / ids, the label grids; the positives (a few per instance) are
+            # left out: their number is only known after the run.
+            traffic=lambda inp, _pass: _nbytes(inp["masks"], inp["boxes"], inp["labels"], inp["image_ids"])
+            + 8 * images * CELLS_PER_IMAGE,
+            params={"grids": "40,36,24,16,12", "sigma": 0.2, "mode": "solo", "masks": "bool"},
+        )
+    )
+
+
+def _mass_reference(masks):
+    return reference.mask_moments(masks)
+
+
+def _mass_solo(masks, backend: str):
+    from solo.ops.assign_grid_targets import mask_moments
+
+    return mask_moments(masks, backend=backend)
+
+
+def _register_grid_mass(images: int, per_image: int) -> None:
+    """The first pass of assign_grid_targets alone (the per-mask moments): the bandwidth floor of the op, M*H*W
+    bytes read."""
+    h, w = CANVAS_HW
+    m = images * per_image
+    register(
+        Case(
+            op="assign_grid_targets_mass",
+            size=f"M={m} {h}x{w}",
+            setup=lambda device, dtype, gen: {"masks": grid_target_inputs(images, per_image, device, gen)["masks"]},
+            reference=_mass_reference,
+            solo=_mass_solo,
+            grad_inputs=(),
+            traffic=lambda inp, _pass: _nbytes(inp["masks"]) + 24 * m,
+            params={"masks": "bool"},
+        )
+    )
+
+
 for _images in (2, 16):
     _register_focal(_images)
 for _p in (100, 500):
@@ -424,3 +514,6 @@ for _n, _out in ((20, (427, 640)), (100, (427, 640)), (20, (800, 1333)), (100, (
 for _n in (100, 500, 1000, 2000):
     _register_nms(_n, 20)
 _register_nms(500, 1)
+for _images, _per_image in ((2, 50), (16, 20)):
+    _register_grid(_images, _per_image)
+    _register_grid_mass(_images, _per_image)

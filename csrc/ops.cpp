@@ -51,4 +51,25 @@ TORCH_LIBRARY(solo, m) {
   //   exp(-sigma (D^2 - comp^2)), 1 = linear (1 - D) / (1 - comp). Returns the decayed scores, float32 [N].
   //   Intersections are exact integer counts; an empty mask has IoU 0 with everything.
   m.def("matrix_nms(Tensor masks, Tensor labels, Tensor scores, Tensor? areas, int kernel, float sigma) -> Tensor");
+
+  // Grid target assignment (SOLO / SOLOv2 training targets, SOLO_SPEC.md §7) in two ops: one pass over the masks,
+  // then one small pass over instances and cells. Geometry in csrc/include/solo/grid_targets.h.
+  //   mass: masks [M, H, W] bool/uint8 (nonzero = 1) -> int64 [M, 3] = (sum m, sum x m, sum y m) with x, y the
+  //   0-based column and row: the exact moments of each mask (its centre of mass is (sum x m, sum y m) / sum m).
+  m.def("assign_grid_targets_mass(Tensor masks) -> Tensor");
+  //   cells: mass [M, 3] int64 (from the op above), boxes [M, 4] float (x1, y1, x2, y2, canvas pixels), labels [M]
+  //   int64 in [0, num_classes), image_ids [M] int64 in [0, batch_size), height / width = the canvas (the masks'
+  //   H, W), num_grids [L] (S of each level, 1 <= L <= 16), scale_ranges [2L] = (lower_0, upper_0, lower_1, ...)
+  //   inclusive, sigma > 0, mode 0 = SOLO (one positive per positive cell: the last instance covering it), 1 =
+  //   SOLOv2 (one positive per (instance, cell) pair). Returns
+  //     labels [batch_size, sum S^2] int64: each cell's class, num_classes for background; cells level by level,
+  //       row-major; where instances of an image overlap, the one with the larger index (annotation order) wins;
+  //     pos_cells [P] int64: flat indices into labels (image * sum S^2 + level offset + i * S + j);
+  //     pos_instances [P] int64: the instance of each positive; sorted by pos_cells, then by instance.
+  //   P is data-dependent (one host sync on the GPU; the fake kernel gives it an unbacked size). Labels and image
+  //   ids are checked on the CPU; the CUDA kernel skips instances whose image id is out of range.
+  m.def(
+      "assign_grid_targets_cells(Tensor mass, Tensor boxes, Tensor labels, Tensor image_ids, int batch_size, "
+      "int height, int width, int[] num_grids, float[] scale_ranges, float sigma, int num_classes, int mode) "
+      "-> (Tensor, Tensor, Tensor)");
 }

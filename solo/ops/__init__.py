@@ -2,6 +2,7 @@
 ``available_backends()`` says which can run here and why not."""
 
 from solo.ops._backend import BACKENDS, available_backends, resolve_backend
+from solo.ops.assign_grid_targets import GridTargets, assign_grid_targets
 from solo.ops.dice_loss import decoupled_dice_loss, dice_loss
 from solo.ops.downsample_masks import downsample_masks
 from solo.ops.focal_loss import sigmoid_focal_loss
@@ -18,4 +19,6 @@ __all__ = [
     "matrix_nms",
     "downsample_masks",
     "paste_masks",
+    "GridTargets",
+    "assign_grid_targets",
 ]

@@ -12,6 +12,7 @@ try:
     from solo.ops import _triton_matrix_nms  # noqa: F401
     from solo.ops import _triton_downsample_masks  # noqa: F401
     from solo.ops import _triton_paste_masks  # noqa: F401
+    from solo.ops import _triton_assign_grid_targets  # noqa: F401
 except Exception as e:  # triton missing or unusable: the other backends still work
     TRITON_ERROR = f"{type(e).__name__}: {e}"
 

@@ -172,3 +172,104 @@ def matrix_nms(
     else:
         raise ValueError(f"matrix_nms: kernel must be 'gaussian' or 'linear', got {kernel!r}")
     return scores.to(dtype) * ratio.min(0).values
+
+
+# --- grid target assignment (SOLO_SPEC.md §7) ---------------------------------------------------------------------
+
+
+def mask_moments(masks: Tensor) -> Tensor:
+    """Exact moments of each mask: int64 [M, 3] = (sum m, sum x m, sum y m), m = (mask != 0), x / y the 0-based
+    column / row. The centre of mass is (sum x m, sum y m) / sum m. masks (Tensor[M, H, W], bool/uint8)."""
+    _, h, w = masks.shape
+    nz = masks != 0
+    rows = nz.sum(2)  # [M, H] int64 (sums of bool; no int64 copy of the masks)
+    cols = nz.sum(1)  # [M, W]
+    ys = torch.arange(h, device=masks.device, dtype=torch.int64)
+    xs = torch.arange(w, device=masks.device, dtype=torch.int64)
+    return torch.stack([rows.sum(1), (cols * xs).sum(1), (rows * ys).sum(1)], 1)
+
+
+def _floor_cell(v: float, s: int) -> int:
+    """floor(v) clamped to [-1, s]; NaN and -inf give -1, +inf gives s (csrc/include/solo/grid_targets.h)."""
+    if not v > -1.0:
+        return -1
+    if v >= s:
+        return s
+    return math.floor(v)
+
+
+def _grid_cell(pos: float, extent: int, s: int) -> int:
+    return _floor_cell(pos / extent * s, s)
+
+
+def assign_grid_targets(
+    masks: Tensor,
+    boxes: Tensor,
+    labels: Tensor,
+    image_ids: Tensor,
+    batch_size: int,
+    num_grids=(40, 36, 24, 16, 12),
+    scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)),
+    sigma: float = 0.2,
+    num_classes: int = 80,
+    mode: str = "solo",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """SOLO's grid targets, as the original computes them: per image, per level, per instance, on the inputs'
+    device (``solo.ops.assign_grid_targets`` documents the contract). Returns (labels [batch_size, sum S^2],
+    pos_cells [P], pos_instances [P]), all int64.
+
+    Follows WX ``solov2_target_single``: the instances of the level's scale range, in annotation order; the centre
+    of mass of each full-resolution mask (recomputed per level, as there); the centre region clamped to the 3 x 3
+    cells around the centre cell; later instances overwrite the labels of earlier ones. Deliberate differences,
+    shared by every backend: float64 throughout (the original mixes float32), exact integer mask sums, the cell as
+    floor((c / W) * S) instead of (c / W) // (1 / S), and an all-background grid, not a crash, for images without
+    instances.
+    """
+    dev = masks.device
+    h, w = masks.shape[-2:]
+    cells_per_image = sum(s * s for s in num_grids)
+    out = torch.full((batch_size, cells_per_image), num_classes, dtype=torch.int64, device=dev)
+    b = boxes.detach().to(torch.float64)
+    # sqrt of a negative area is NaN, which no range contains.
+    scale = torch.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    ys = torch.arange(h, device=dev, dtype=torch.int64)[:, None]
+    xs = torch.arange(w, device=dev, dtype=torch.int64)[None, :]
+    pairs: list[tuple[int, int]] = []  # (cell, instance)
+    for image in range(batch_size):
+        in_image = image_ids == image
+        level_offset = 0  # first cell of the level among the image's cells
+        for s, (lower, upper) in zip(num_grids, scale_ranges):
+            grid = out[image, level_offset : level_offset + s * s].view(s, s)
+            hit = torch.nonzero(in_image & (scale >= lower) & (scale <= upper)).flatten().tolist()
+            owner: dict[int, int] = {}  # SOLO mode: cell -> the last instance covering it
+            for m in hit:
+                mask = masks[m] != 0
+                n = int(mask.sum())
+                if n == 0:
+                    continue
+                cy = int((mask * ys).sum()) / n  # Python int / int: the exact quotient, rounded once
+                cx = int((mask * xs).sum()) / n
+                x1, y1, x2, y2 = b[m].tolist()
+                hw = 0.5 * (x2 - x1) * sigma
+                hh = 0.5 * (y2 - y1) * sigma
+                ic = min(max(_grid_cell(cy, h, s), 0), s - 1)
+                jc = min(max(_grid_cell(cx, w, s), 0), s - 1)
+                top = max(0, _grid_cell(cy - hh, h, s), ic - 1)
+                down = min(s - 1, _grid_cell(cy + hh, h, s), ic + 1)
+                left = max(0, _grid_cell(cx - hw, w, s), jc - 1)
+                right = min(s - 1, _grid_cell(cx + hw, w, s), jc + 1)
+                if top > down or left > right:
+                    continue
+                grid[top : down + 1, left : right + 1] = int(labels[m])
+                for i in range(top, down + 1):
+                    for j in range(left, right + 1):
+                        cell = image * cells_per_image + level_offset + i * s + j
+                        owner[cell] = m
+                        if mode == "solov2":
+                            pairs.append((cell, m))
+            if mode == "solo":
+                pairs.extend(owner.items())
+            level_offset += s * s
+    pairs.sort()
+    pos = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).to(dev)
+    return out, pos[:, 0].contiguous(), pos[:, 1].contiguous()
