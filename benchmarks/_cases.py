@@ -56,6 +56,7 @@ class Case:
         params: the op's non-tensor arguments, for the report.
         check: optional ``(output, float64 inputs) -> {"ok": bool, ...}`` replacing the default comparison with the
             float64 reference (for outputs such as thresholded masks, where exact equality is not the contract).
+        no_compile: why ``torch.compile(reference)`` is not timed for this case (None: it is).
     """
 
     op: str
@@ -67,6 +68,7 @@ class Case:
     traffic: Callable[[Inputs, str], int]
     params: dict[str, Any] = field(default_factory=dict)
     check: Callable[[Any, Inputs], dict[str, Any]] | None = None
+    no_compile: str | None = None
 
     @property
     def passes(self) -> tuple[str, ...]:
@@ -469,6 +471,7 @@ def _register_grid(images: int, per_image: int) -> None:
             traffic=lambda inp, _pass: _nbytes(inp["masks"], inp["boxes"], inp["labels"], inp["image_ids"])
             + 8 * images * CELLS_PER_IMAGE,
             params={"grids": "40,36,24,16,12", "sigma": 0.2, "mode": "solo", "masks": "bool"},
+            no_compile="the reference is a Python loop over images, levels and instances (graph breaks throughout)",
         )
     )
 

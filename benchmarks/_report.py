@@ -168,7 +168,9 @@ def table_rows(results: list[dict[str, Any]], error_width: int = 36) -> list[dic
     for r in results:
         row = {"op": r["op"], "size": r["size"], "pass": r["pass"], "backend": r["backend"]}
         check = r.get("check")
-        if r.get("error"):
+        if r.get("skipped"):
+            row["median ms"] = f"not run: {_short(r['skipped'], error_width)}"
+        elif r.get("error"):
             row["median ms"] = f"error: {_short(r['error'], error_width)}"
         elif check is not None and not check.get("ok", False):
             row["median ms"] = "WRONG" if "error" not in check else f"check error: {_short(check['error'], 40)}"

@@ -234,7 +234,8 @@ def _cpu_peak_extra_bytes(fn: Callable[[], object]) -> int | None:
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        # Kineto prints start/stop lines on the C-level stderr: silence them for the measurement.
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "trace.json")
@@ -250,3 +251,20 @@ def _cpu_peak_extra_bytes(fn: Callable[[], object]) -> int | None:
         if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0
     ]
     return max(totals, default=0)
+
+
+class _quiet_stderr:
+    """Redirect file descriptor 2 to /dev/null (C++ libraries write there directly, not through sys.stderr)."""
+
+    def __enter__(self) -> None:
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)

@@ -220,6 +220,9 @@ def run_case(
             if setup_error:
                 res["error"] = setup_error
                 continue
+            if backend == COMPILED and case.no_compile:
+                res["skipped"] = case.no_compile
+                continue
             runner = PassRunner(fn, inputs, case.grad_inputs, pass_)
             try:
                 if backend == COMPILED:  # compile outside the timing
