@@ -1,0 +1,6 @@
+"""Model and schedule presets (SOLO_SPEC.md §6) as dataclasses."""
+
+from solo.configs.base import HEADS, Config, ModelConfig, TrainConfig
+from solo.configs.presets import DCN_PRESETS, PRESETS, get_config
+
+__all__ = ["HEADS", "Config", "ModelConfig", "TrainConfig", "PRESETS", "DCN_PRESETS", "get_config"]
