@@ -244,13 +244,17 @@ def _cpu_peak_extra_bytes(fn: Callable[[], object]) -> int | None:
                 events = json.load(f).get("traceEvents", [])
     except Exception:  # noqa: BLE001  (a profiler problem costs the column, not the run)
         return None
-    # "Total Allocated" is the profiler's running total since it started (CPU device type 0).
-    totals = [
-        e["args"].get("Total Allocated", 0)
-        for e in events
-        if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0
-    ]
-    return max(totals, default=0)
+    # Each "[memory]" event carries "Total Allocated": all memory torch's CPU allocator holds after the event, the
+    # inputs and every other live tensor included. The level before the call is the first event's total minus its
+    # own size; the peak extra memory is the highest total above that level.
+    mem = sorted(
+        (e for e in events if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0),
+        key=lambda e: (e.get("ts", 0), e.get("args", {}).get("Ev Idx", 0)),
+    )
+    if not mem:
+        return 0
+    base = mem[0]["args"].get("Total Allocated", 0) - mem[0]["args"].get("Bytes", 0)
+    return max(0, max(e["args"].get("Total Allocated", 0) for e in mem) - base)
 
 
 class _quiet_stderr:
