@@ -505,6 +505,107 @@ def _register_grid_mass(images: int, per_image: int) -> None:
     )
 
 
+# --- the model: one training step (forward + backward) and one inference ------------------------------------------
+
+MODEL_SCALES = {"cuda": (1333, 800), "cpu": (512, 320)}  # (long side max, short side): SOLO's on a GPU, reduced on CPU
+MODEL_IMAGE_SIZES = ((480, 640), (427, 640))  # two COCO-like images (H, W), resized inside the model
+MODEL_INSTANCES = 10  # GT instances per image
+
+
+def model_inputs(preset: str, train: bool, device: torch.device, gen: torch.Generator) -> Inputs:
+    """A ``preset`` model with deterministic random weights, two images and their targets. An untrained model
+    detects nothing (category prior 0.01 < score threshold 0.1), so for inference the category and mask-output
+    biases are set to 0: every stage of the post-processing (selection, nms_pre, Matrix NMS, paste) then has work."""
+    from dataclasses import replace
+
+    from solo.configs import get_config
+    from solo.models import build_model
+
+    scale = MODEL_SCALES.get(device.type, MODEL_SCALES["cpu"])
+    cfg = replace(get_config(preset).model, train_scales=(scale,), test_scale=scale)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
+        model = build_model(cfg).to(device)
+    if not train:
+        head = model.bbox_head
+        with torch.no_grad():
+            for name, mod in head.named_modules():
+                if name.split(".")[0] in ("solo_cate", "dsolo_cate", "solo_ins_list", "dsolo_ins_list_x",
+                                          "dsolo_ins_list_y") and getattr(mod, "bias", None) is not None:
+                    mod.bias.zero_()
+    model.train(train)
+    images, targets = [], []
+    for h, w in MODEL_IMAGE_SIZES:
+        images.append((torch.rand(3, h, w, generator=gen) * 255).to(device))
+        masks = blob_masks(MODEL_INSTANCES, h, w, gen=gen)
+        labels = torch.randint(cfg.num_classes, (MODEL_INSTANCES,), generator=gen)
+        targets.append({"masks": masks.to(torch.uint8).to(device), "labels": labels.to(device)})
+    return {"model": model, "images": images, "targets": targets}
+
+
+def _model_train_step(model, images, targets, backend: str) -> torch.Tensor:
+    model.backend = backend
+    with torch.enable_grad():
+        loss = model(images, targets)["loss"]
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def _model_infer(model, images, targets, backend: str) -> list[dict[str, torch.Tensor]]:
+    model.backend = backend
+    with torch.no_grad():
+        return model(images)
+
+
+def _model_infer_check(out: list[dict[str, torch.Tensor]], inputs: Inputs) -> dict[str, Any]:
+    """Against the reference backend in float32: the same detections (count, labels, scores within 1e-4) and masks
+    that differ at most on pixels within the paste threshold band (< 1e-4 of the pixels)."""
+    want = _model_infer(**inputs, backend="reference")
+    worst_score, flipped, pixels = 0.0, 0, 0
+    for got, ref in zip(out, want):
+        if got["labels"].shape != ref["labels"].shape or not torch.equal(got["labels"].cpu(), ref["labels"].cpu()):
+            return {"ok": False, "error": f"detections differ: {got['labels'].numel()} vs {ref['labels'].numel()}"}
+        if ref["scores"].numel():
+            worst_score = max(worst_score, float((got["scores"] - ref["scores"]).abs().max()))
+        flipped += int((got["masks"] != ref["masks"]).sum())
+        pixels += ref["masks"].numel()
+    ok = worst_score <= 1e-4 and flipped <= 1e-4 * max(pixels, 1)
+    return {"ok": ok, "max_rel_diff": worst_score, "flipped_pixels": flipped}
+
+
+def _register_model(preset: str) -> None:
+    params = {"images": "2 (480x640, 427x640)", "scale": MODEL_SCALES, "instances/image": MODEL_INSTANCES}
+    why = "a whole detector with data-dependent post-processing: compile time dominates (ops are compared above)"
+    register(
+        Case(
+            op="model_train_step",
+            size=f"{preset} 2 img",
+            setup=lambda device, dtype, gen: model_inputs(preset, True, device, gen),
+            reference=lambda model, images, targets: _model_train_step(model, images, targets, "reference"),
+            solo=_model_train_step,
+            grad_inputs=(),
+            traffic=lambda inp, _pass: sum(p.numel() * p.element_size() for p in inp["model"].parameters()),
+            params={**params, "pass": "forward + backward of the losses"},
+            no_compile=why,
+        )
+    )
+    register(
+        Case(
+            op="model_inference",
+            size=f"{preset} 2 img",
+            setup=lambda device, dtype, gen: model_inputs(preset, False, device, gen),
+            reference=lambda model, images, targets: _model_infer(model, images, targets, "reference"),
+            solo=_model_infer,
+            grad_inputs=(),
+            traffic=lambda inp, _pass: sum(p.numel() * p.element_size() for p in inp["model"].parameters()),
+            params={**params, "pass": "preprocess, network, SPEC §9 post-processing"},
+            check=_model_infer_check,
+            no_compile=why,
+        )
+    )
+
+
 for _images in (2, 16):
     _register_focal(_images)
 for _p in (100, 500):
@@ -520,3 +621,5 @@ _register_nms(500, 1)
 for _images, _per_image in ((2, 50), (16, 20)):
     _register_grid(_images, _per_image)
     _register_grid_mass(_images, _per_image)
+for _preset in ("solov2_r50_3x", "solo_r50_3x"):
+    _register_model(_preset)
