@@ -59,6 +59,15 @@ def all_backend_params(*, triton: bool = True):
     return backend_params("cpu", triton=triton) + backend_params("cuda", triton=triton)
 
 
+def set_cpu_isa(monkeypatch, isa: str):
+    """The CPU kernels' instruction set for one test (csrc/cpu/isa.h): "baseline" forces the portable loops, "auto"
+    takes AVX2 where the CPU has it."""
+    if isa == "baseline":
+        monkeypatch.setenv("SOLO_CPU_ISA", "baseline")
+    else:
+        monkeypatch.delenv("SOLO_CPU_ISA", raising=False)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "needs_cuda" in item.keywords and not CUDA:

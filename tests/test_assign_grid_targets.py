@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import solo.ops
 from solo.ops import reference
 from solo.ops.assign_grid_targets import GridTargets, mask_moments
-from tests.conftest import all_backend_params, backend_params
+from tests.conftest import all_backend_params, backend_params, set_cpu_isa
 
 SOLO_GRIDS = (40, 36, 24, 16, 12)
 SOLO_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
@@ -355,10 +355,7 @@ def test_mask_moments(backend, device, h, w):
 def test_cpu_instruction_set_variants(monkeypatch, isa):
     """The CPU mass pass has a baseline and an AVX2 loop (csrc/cpu/isa.h); both must be exact, including rows wider
     than the baseline's 32-bit fast path."""
-    if isa == "baseline":
-        monkeypatch.setenv("SOLO_CPU_ISA", "baseline")
-    else:
-        monkeypatch.delenv("SOLO_CPU_ISA", raising=False)
+    set_cpu_isa(monkeypatch, isa)
     gen = torch.Generator().manual_seed(torch.initial_seed() % 2**31)
     for h, w in ((3, 31), (17, 65), (2, 1217), (2, 70001)):
         masks = (torch.rand(3, h, w, generator=gen) < 0.5).to(torch.uint8) * 200

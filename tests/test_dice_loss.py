@@ -5,7 +5,7 @@ import torch
 
 import solo.ops
 from solo.ops import reference
-from tests.conftest import all_backend_params, backend_params
+from tests.conftest import all_backend_params, backend_params, set_cpu_isa
 
 GRAD_TOL = {torch.float32: (2e-5, 1e-9), torch.float16: (2e-3, 1e-8), torch.bfloat16: (1.6e-2, 1e-7),
             torch.float64: (1e-10, 1e-15)}
@@ -107,10 +107,7 @@ def test_target_dtypes_and_reductions(backend, device, target_dtype, reduction):
 def test_cpu_instruction_set_variants(monkeypatch, isa, dtype, decoupled):
     """The CPU kernels have a baseline and an AVX2+FMA build of their loops (csrc/cpu/isa.h): both must be right.
     SOLO_CPU_ISA=baseline forces the baseline one; "auto" takes AVX2 where the CPU has it."""
-    if isa == "baseline":
-        monkeypatch.setenv("SOLO_CPU_ISA", "baseline")
-    else:
-        monkeypatch.delenv("SOLO_CPU_ISA", raising=False)
+    set_cpu_isa(monkeypatch, isa)
     check("cpu", 5, 67, 131, "cpu", dtype, decoupled=decoupled)
     check("cpu", 3, 9, 7, "cpu", dtype, target_dtype=torch.float32, decoupled=decoupled, reduction="sum")
 

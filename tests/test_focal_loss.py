@@ -5,7 +5,7 @@ import torch
 
 import solo.ops
 from solo.ops import reference
-from tests.conftest import all_backend_params, backend_params
+from tests.conftest import all_backend_params, backend_params, set_cpu_isa
 
 # Gradients come back in the logits' dtype: one rounding of that dtype on top of fp32 arithmetic.
 GRAD_TOL = {torch.float32: (1e-5, 1e-7), torch.float16: (2e-3, 1e-6), torch.bfloat16: (1.6e-2, 1e-5),
@@ -64,10 +64,7 @@ def test_parity_small(backend, device, dtype, reduction, n, c):
 def test_cpu_instruction_set_variants(monkeypatch, isa, dtype, gamma):
     """The CPU kernel has a baseline and an AVX2+FMA build of its loops (csrc/cpu/isa.h): both must be right.
     SOLO_CPU_ISA=baseline forces the baseline one; "auto" takes AVX2 where the CPU has it."""
-    if isa == "baseline":
-        monkeypatch.setenv("SOLO_CPU_ISA", "baseline")
-    else:
-        monkeypatch.delenv("SOLO_CPU_ISA", raising=False)
+    set_cpu_isa(monkeypatch, isa)
     for reduction in ("none", "sum"):
         check("cpu", "cpu", 173, 80, dtype, reduction, gamma=gamma)
 

@@ -20,6 +20,7 @@
 #include <immintrin.h>
 #endif
 
+#include "../op_checks.h"
 #include "isa.h"
 #include "solo/grid_targets.h"
 
@@ -140,9 +141,7 @@ void mass_rows_isa(bool avx2, const uint8_t* mask, int64_t w, int64_t r0, int64_
 
 at::Tensor assign_grid_targets_mass_cpu(const at::Tensor& masks) {
   TORCH_CHECK(masks.device().is_cpu(), "assign_grid_targets_mass: masks must be a CPU tensor, got ", masks.device());
-  TORCH_CHECK(masks.dim() == 3, "assign_grid_targets_mass: masks must be 3-D [M, H, W], got shape ", masks.sizes());
-  TORCH_CHECK(masks.scalar_type() == at::kBool || masks.scalar_type() == at::kByte,
-              "assign_grid_targets_mass: masks must be bool or uint8, got ", masks.scalar_type());
+  checks::grid_mass_inputs(masks);
   const at::Tensor mk = masks.contiguous();
   const int64_t M = mk.size(0), H = mk.size(1), W = mk.size(2);
   at::Tensor out = at::zeros({M, 3}, mk.options().dtype(at::kLong));
@@ -168,69 +167,14 @@ at::Tensor assign_grid_targets_mass_cpu(const at::Tensor& masks) {
   return out;
 }
 
-// Builds the GridConfig of the cells op from its schema arguments (checked).
-grid::GridConfig make_config(const char* fn, int64_t height, int64_t width, at::IntArrayRef num_grids,
-                             at::ArrayRef<double> scale_ranges, double sigma) {
-  const int64_t L = static_cast<int64_t>(num_grids.size());
-  TORCH_CHECK(L >= 1 && L <= grid::kMaxLevels, fn, ": num_grids must have 1 to ", grid::kMaxLevels,
-              " levels, got ", L);
-  TORCH_CHECK(static_cast<int64_t>(scale_ranges.size()) == 2 * L, fn,
-              ": scale_ranges must hold a (lower, upper) pair per level (", 2 * L, " values), got ",
-              scale_ranges.size());
-  TORCH_CHECK(height >= 0 && width >= 0, fn, ": height and width must be >= 0, got ", height, " x ", width);
-  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, fn, ": sigma must be a finite number > 0, got ", sigma);
-  grid::GridConfig cfg{};
-  cfg.num_levels = static_cast<int>(L);
-  int64_t cells = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    const int64_t S = num_grids[l];
-    TORCH_CHECK(S >= 1 && S <= 46340, fn, ": num_grids[", l, "] must be in [1, 46340], got ", S);
-    const double lo = scale_ranges[2 * l], hi = scale_ranges[2 * l + 1];
-    TORCH_CHECK(lo >= 0 && lo <= hi, fn, ": scale_ranges[", l, "] must satisfy 0 <= lower <= upper, got (", lo,
-                ", ", hi, ")");
-    cfg.grids[l] = static_cast<int>(S);
-    cfg.lower[l] = lo;
-    cfg.upper[l] = hi;
-    cfg.offsets[l] = cells;
-    cells += S * S;
-  }
-  cfg.cells_per_image = cells;
-  cfg.height = static_cast<double>(height);
-  cfg.width = static_cast<double>(width);
-  cfg.sigma = sigma;
-  return cfg;
-}
-
-void check_instances(const char* fn, const at::Tensor& mass, const at::Tensor& boxes, const at::Tensor& labels,
-                     const at::Tensor& image_ids) {
-  TORCH_CHECK(mass.dim() == 2 && mass.size(1) == 3 && mass.scalar_type() == at::kLong, fn,
-              ": mass must be int64 [M, 3], got ", mass.scalar_type(), " ", mass.sizes());
-  const int64_t M = mass.size(0);
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(0) == M && boxes.size(1) == 4, fn, ": boxes must have shape [", M,
-              ", 4], got ", boxes.sizes());
-  TORCH_CHECK(at::isFloatingType(boxes.scalar_type()), fn, ": boxes must be floating point, got ",
-              boxes.scalar_type());
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == M && labels.scalar_type() == at::kLong, fn,
-              ": labels must be int64 [", M, "], got ", labels.scalar_type(), " ", labels.sizes());
-  TORCH_CHECK(image_ids.dim() == 1 && image_ids.size(0) == M && image_ids.scalar_type() == at::kLong, fn,
-              ": image_ids must be int64 [", M, "], got ", image_ids.scalar_type(), " ", image_ids.sizes());
-  for (const at::Tensor* t : {&boxes, &labels, &image_ids}) {
-    TORCH_CHECK(t->device() == mass.device(), fn, ": every input must be on the device of mass (", mass.device(),
-                "), got ", t->device());
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> assign_grid_targets_cells_cpu(
     const at::Tensor& mass, const at::Tensor& boxes, const at::Tensor& labels, const at::Tensor& image_ids,
     int64_t batch_size, int64_t height, int64_t width, at::IntArrayRef num_grids, at::ArrayRef<double> scale_ranges,
     double sigma, int64_t num_classes, int64_t mode) {
   constexpr const char* fn = "assign_grid_targets";
   TORCH_CHECK(mass.device().is_cpu(), fn, ": mass must be a CPU tensor, got ", mass.device());
-  check_instances(fn, mass, boxes, labels, image_ids);
-  TORCH_CHECK(batch_size >= 0, fn, ": batch_size must be >= 0, got ", batch_size);
-  TORCH_CHECK(num_classes >= 1, fn, ": num_classes must be >= 1, got ", num_classes);
-  TORCH_CHECK(mode == 0 || mode == 1, fn, ": mode must be 0 (solo) or 1 (solov2), got ", mode);
-  const grid::GridConfig cfg = make_config(fn, height, width, num_grids, scale_ranges, sigma);
+  const grid::GridConfig cfg = checks::grid_cells_inputs(fn, mass, boxes, labels, image_ids, batch_size, height, width,
+                                                         num_grids, scale_ranges, sigma, num_classes, mode);
   const int64_t M = mass.size(0);
   const int64_t L = cfg.num_levels;
   const int64_t N = batch_size * cfg.cells_per_image;

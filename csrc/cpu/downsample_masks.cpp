@@ -18,6 +18,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "../op_checks.h"
 #include "solo/downsample_masks.h"
 
 namespace solo {
@@ -125,16 +126,11 @@ void downsample_row(const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n,
 }
 
 at::Tensor downsample_masks_cpu(const at::Tensor& masks, int64_t stride) {
-  TORCH_CHECK(masks.dim() == 3, "downsample_masks: masks must be 3-D [M, H, W], got shape ", masks.sizes());
-  TORCH_CHECK(masks.scalar_type() == at::kBool || masks.scalar_type() == at::kByte,
-              "downsample_masks: masks must be bool or uint8, got ", masks.scalar_type());
   TORCH_CHECK(masks.device().is_cpu(), "downsample_masks: masks must be a CPU tensor, got ", masks.device());
-  TORCH_CHECK(stride > 0, "downsample_masks: stride must be a positive integer, got ", stride);
+  checks::downsample_masks_inputs(masks, stride);
   const int64_t M = masks.size(0);
   const int64_t H = masks.size(1);
   const int64_t W = masks.size(2);
-  TORCH_CHECK(H % stride == 0, "downsample_masks: stride ", stride, " must divide the mask height H = ", H);
-  TORCH_CHECK(W % stride == 0, "downsample_masks: stride ", stride, " must divide the mask width W = ", W);
   const int64_t Ho = H / stride;
   const int64_t Wo = W / stride;
   at::Tensor out = at::empty({M, Ho, Wo}, masks.options().dtype(at::kByte));

@@ -30,6 +30,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "../op_checks.h"
 #include "solo/matrix_nms.h"
 
 #if defined(__GNUC__)
@@ -226,42 +227,11 @@ void columns(Isa isa, const ColumnArgs& a, int64_t b, int64_t e) {
 
 // --- the op -------------------------------------------------------------------------------------------------------
 
-void check_matrix_nms_inputs(const at::Tensor& masks, const at::Tensor& labels, const at::Tensor& scores,
-                             const c10::optional<at::Tensor>& areas, int64_t kernel, double sigma) {
-  TORCH_CHECK(masks.dim() == 3, "matrix_nms: masks must be 3-D [N, H, W], got shape ", masks.sizes());
-  TORCH_CHECK(masks.scalar_type() == at::kBool || masks.scalar_type() == at::kByte,
-              "matrix_nms: masks must be bool or uint8, got ", masks.scalar_type());
-  const int64_t n = masks.size(0);
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "matrix_nms: labels must have shape [", n,
-              "] to match masks, got ", labels.sizes());
-  TORCH_CHECK(labels.scalar_type() == at::kLong, "matrix_nms: labels must be int64, got ", labels.scalar_type());
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == n, "matrix_nms: scores must have shape [", n,
-              "] to match masks, got ", scores.sizes());
-  TORCH_CHECK(at::isFloatingType(scores.scalar_type()), "matrix_nms: scores must be floating point, got ",
-              scores.scalar_type());
-  TORCH_CHECK(labels.device() == masks.device(), "matrix_nms: labels must be on the device of masks (", masks.device(),
-              "), got ", labels.device());
-  TORCH_CHECK(scores.device() == masks.device(), "matrix_nms: scores must be on the device of masks (", masks.device(),
-              "), got ", scores.device());
-  if (areas.has_value()) {
-    TORCH_CHECK(areas->dim() == 1 && areas->size(0) == n, "matrix_nms: areas must have shape [", n,
-                "] to match masks, got ", areas->sizes());
-    const auto at = areas->scalar_type();
-    TORCH_CHECK(at != at::kBool && (at::isIntegralType(at, false) || at::isFloatingType(at)),
-                "matrix_nms: areas must be an integer or floating point tensor, got ", at);
-    TORCH_CHECK(areas->device() == masks.device(), "matrix_nms: areas must be on the device of masks (",
-                masks.device(), "), got ", areas->device());
-  }
-  TORCH_CHECK(kernel == math::kMatrixNmsGaussian || kernel == math::kMatrixNmsLinear,
-              "matrix_nms: kernel must be 0 (gaussian) or 1 (linear), got ", kernel);
-  TORCH_CHECK(std::isfinite(sigma) && sigma >= 0, "matrix_nms: sigma must be a finite number >= 0, got ", sigma);
-  TORCH_CHECK(masks.size(1) * masks.size(2) <= std::numeric_limits<int32_t>::max(),
-              "matrix_nms: masks must have at most 2^31 - 1 pixels each, got ", masks.size(1), " x ", masks.size(2));
-}
-
 at::Tensor matrix_nms_cpu(const at::Tensor& masks, const at::Tensor& labels, const at::Tensor& scores,
                           const c10::optional<at::Tensor>& areas, int64_t kernel, double sigma) {
-  check_matrix_nms_inputs(masks, labels, scores, areas, kernel, sigma);
+  static_assert(math::kMatrixNmsGaussian == 0 && math::kMatrixNmsLinear == 1, "checks::matrix_nms_inputs");
+  checks::matrix_nms_inputs(masks, labels, scores, areas, kernel, sigma);
+  checks::matrix_nms_pixels(masks);
   const int64_t n = masks.size(0);
   const int64_t hw = masks.size(1) * masks.size(2);
   at::Tensor out = at::empty({n}, scores.options().dtype(at::kFloat));

@@ -25,6 +25,7 @@
 #include <limits>
 #include <vector>
 
+#include "../op_checks.h"
 #include "solo/bilinear.h"
 
 // `omp simd` with a max reduction (macros.h only has the sum).
@@ -122,29 +123,9 @@ acc_t to_compute_type(double v) {
                  : (v < -lim ? -std::numeric_limits<acc_t>::infinity() : static_cast<acc_t>(v));
 }
 
-void check_paste_args(const at::Tensor& probs, at::IntArrayRef canvas_size, at::IntArrayRef valid_size,
-                      at::IntArrayRef out_size, double threshold) {
-  TORCH_CHECK(probs.dim() == 3, "paste_masks: probs must be 3-D [N, h, w], got shape ", probs.sizes());
-  TORCH_CHECK(at::isFloatingType(probs.scalar_type()),
-              "paste_masks: probs must be float16, bfloat16, float32 or float64, got ", probs.scalar_type());
-  TORCH_CHECK(probs.size(1) > 0 && probs.size(2) > 0, "paste_masks: probs must have h, w > 0, got shape ",
-              probs.sizes());
-  TORCH_CHECK(probs.size(1) < (int64_t(1) << 31) && probs.size(2) < (int64_t(1) << 31),
-              "paste_masks: probs h, w must be < 2^31, got shape ", probs.sizes());
-  const std::pair<const char*, at::IntArrayRef> sizes[] = {
-      {"canvas_size", canvas_size}, {"valid_size", valid_size}, {"out_size", out_size}};
-  for (const auto& [name, s] : sizes) {
-    TORCH_CHECK(s.size() == 2 && s[0] > 0 && s[1] > 0 && s[0] < (int64_t(1) << 31) && s[1] < (int64_t(1) << 31),
-                "paste_masks: ", name, " must be two positive integers (h, w) below 2^31, got ", s);
-  }
-  TORCH_CHECK(valid_size[0] <= canvas_size[0] && valid_size[1] <= canvas_size[1],
-              "paste_masks: valid_size ", valid_size, " must fit inside canvas_size ", canvas_size);
-  TORCH_CHECK(std::isfinite(threshold), "paste_masks: threshold must be a finite number, got ", threshold);
-}
-
 at::Tensor paste_masks_cpu(const at::Tensor& probs, at::IntArrayRef canvas_size, at::IntArrayRef valid_size,
                            at::IntArrayRef out_size, double threshold) {
-  check_paste_args(probs, canvas_size, valid_size, out_size, threshold);
+  checks::paste_masks_inputs(probs, canvas_size, valid_size, out_size, threshold);
   const int64_t N = probs.size(0);
   const int64_t h = probs.size(1);
   const int64_t w = probs.size(2);

@@ -1,4 +1,4 @@
-// CUDA launch glue of solo::downsample_masks: argument checks (the rules and messages of the CPU kernel,
+// CUDA launch glue of solo::downsample_masks: argument checks (csrc/op_checks.h, shared with the CPU kernel
 // csrc/cpu/downsample_masks.cpp), device guard, current stream, output from torch's caching allocator. The kernel is
 // torch-free, in kernels/downsample_masks.cu; it reads the masks through their strides, so nothing is copied.
 #include <ATen/ATen.h>
@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../op_checks.h"
 #include "downsample_masks.cuh"
 
 namespace solo {
@@ -14,15 +15,10 @@ namespace {
 
 at::Tensor downsample_masks_cuda(const at::Tensor& masks, int64_t stride) {
   TORCH_CHECK(masks.is_cuda(), "downsample_masks: masks must be a CUDA tensor, got ", masks.device());
-  TORCH_CHECK(masks.dim() == 3, "downsample_masks: masks must be 3-D [M, H, W], got shape ", masks.sizes());
-  TORCH_CHECK(masks.scalar_type() == at::kBool || masks.scalar_type() == at::kByte,
-              "downsample_masks: masks must be bool or uint8, got ", masks.scalar_type());
-  TORCH_CHECK(stride > 0, "downsample_masks: stride must be a positive integer, got ", stride);
+  checks::downsample_masks_inputs(masks, stride);
   const int64_t M = masks.size(0);
   const int64_t H = masks.size(1);
   const int64_t W = masks.size(2);
-  TORCH_CHECK(H % stride == 0, "downsample_masks: stride ", stride, " must divide the mask height H = ", H);
-  TORCH_CHECK(W % stride == 0, "downsample_masks: stride ", stride, " must divide the mask width W = ", W);
   c10::cuda::CUDAGuard guard(masks.device());
   at::Tensor out = at::empty({M, H / stride, W / stride}, masks.options().dtype(at::kByte));
   if (out.numel() == 0) return out;

@@ -1,4 +1,4 @@
-// CUDA launch glue of solo::paste_masks: argument checks (the rules and messages of the CPU kernel,
+// CUDA launch glue of solo::paste_masks: argument checks (csrc/op_checks.h, shared with the CPU kernel
 // csrc/cpu/paste_masks.cpp), device guard, current stream, output from torch's caching allocator. The kernel is
 // torch-free, in kernels/paste_masks.cu.
 #include <ATen/ATen.h>
@@ -11,6 +11,7 @@
 #include <cmath>
 #include <utility>
 
+#include "../op_checks.h"
 #include "cuda_types.h"
 #include "paste_masks.cuh"
 
@@ -20,22 +21,7 @@ namespace {
 void check_paste_args(const at::Tensor& probs, at::IntArrayRef canvas_size, at::IntArrayRef valid_size,
                       at::IntArrayRef out_size, double threshold) {
   TORCH_CHECK(probs.is_cuda(), "paste_masks: probs must be a CUDA tensor, got ", probs.device());
-  TORCH_CHECK(probs.dim() == 3, "paste_masks: probs must be 3-D [N, h, w], got shape ", probs.sizes());
-  TORCH_CHECK(at::isFloatingType(probs.scalar_type()),
-              "paste_masks: probs must be float16, bfloat16, float32 or float64, got ", probs.scalar_type());
-  TORCH_CHECK(probs.size(1) > 0 && probs.size(2) > 0, "paste_masks: probs must have h, w > 0, got shape ",
-              probs.sizes());
-  TORCH_CHECK(probs.size(1) < (int64_t(1) << 31) && probs.size(2) < (int64_t(1) << 31),
-              "paste_masks: probs h, w must be < 2^31, got shape ", probs.sizes());
-  const std::pair<const char*, at::IntArrayRef> sizes[] = {
-      {"canvas_size", canvas_size}, {"valid_size", valid_size}, {"out_size", out_size}};
-  for (const auto& [name, s] : sizes) {
-    TORCH_CHECK(s.size() == 2 && s[0] > 0 && s[1] > 0 && s[0] < (int64_t(1) << 31) && s[1] < (int64_t(1) << 31),
-                "paste_masks: ", name, " must be two positive integers (h, w) below 2^31, got ", s);
-  }
-  TORCH_CHECK(valid_size[0] <= canvas_size[0] && valid_size[1] <= canvas_size[1],
-              "paste_masks: valid_size ", valid_size, " must fit inside canvas_size ", canvas_size);
-  TORCH_CHECK(std::isfinite(threshold), "paste_masks: threshold must be a finite number, got ", threshold);
+  checks::paste_masks_inputs(probs, canvas_size, valid_size, out_size, threshold);
   TORCH_CHECK(out_size[0] <= int64_t(32) * 65535, "paste_masks: out_size height must be at most ", 32 * 65535,
               " on CUDA, got ", out_size[0]);
 }

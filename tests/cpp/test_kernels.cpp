@@ -18,51 +18,11 @@
 #include "focal_loss.cuh"
 #include "solo/dice_loss.h"
 #include "solo/focal_loss.h"
+#include "test_util_cuda.h"
 
 namespace {
 
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
-
-#define CUDA_OK(expr)                                                                                 \
-  do {                                                                                                \
-    const cudaError_t err_ = (expr);                                                                  \
-    if (err_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
-
-// Host conversions (the cuda_fp16 / cuda_bf16 conversion functions are host-callable).
-double to_double(float v) { return v; }
-double to_double(double v) { return v; }
-double to_double(__half v) { return __half2float(v); }
-double to_double(__nv_bfloat16 v) { return __bfloat162float(v); }
-double to_double(uint8_t v) { return v; }
-template <typename T>
-T from_double(double v) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(static_cast<float>(v));
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16_rn(static_cast<float>(v));
-  } else {
-    return static_cast<T>(v);
-  }
-}
-
-template <typename T>
-const char* type_name() {
-  if constexpr (std::is_same_v<T, float>) return "float";
-  if constexpr (std::is_same_v<T, double>) return "double";
-  if constexpr (std::is_same_v<T, __half>) return "half";
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return "bfloat16";
-  return "uint8";
-}
+using namespace solo_test;
 
 // Relative tolerance of a value stored in T (a few roundings of T).
 template <typename T>
@@ -299,11 +259,7 @@ void focal_suite(cudaStream_t stream, std::mt19937& rng) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("test_kernels: no CUDA device, skipped\n");
-    return 77;
-  }
+  if (no_cuda_device("test_kernels")) return kSkipped;
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));  // not the legacy default stream
   std::mt19937 rng(1234);
@@ -318,6 +274,5 @@ int main() {
   // More rows than gridDim.y can hold: the row loop of both dice kernels.
   test_dice<float, uint8_t>(70000, 5, true, 0, stream, rng);
   CUDA_OK(cudaStreamDestroy(stream));
-  std::printf("test_kernels: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_kernels");
 }

@@ -17,27 +17,12 @@
 
 #include "assign_grid_targets.cuh"
 #include "solo/grid_targets.h"
+#include "test_util_cuda.h"
 
 namespace {
 
+using namespace solo_test;
 using solo::grid::GridConfig;
-
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
-
-#define CUDA_OK(expr)                                                                                 \
-  do {                                                                                                \
-    const cudaError_t err_ = (expr);                                                                  \
-    if (err_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
 
 template <typename T>
 T* to_device(const std::vector<T>& v, size_t extra_bytes = 0) {
@@ -204,11 +189,7 @@ void test_case(int64_t m, int64_t h, int64_t w, int64_t batch, bool binary, size
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("test_kernels_assign_grid_targets: no CUDA device, skipped\n");
-    return 77;
-  }
+  if (no_cuda_device("test_kernels_assign_grid_targets")) return kSkipped;
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::mt19937 rng(4321);
@@ -224,6 +205,5 @@ int main() {
     test_case(5, 16, 16, 0, true, 0, mode, stream, rng);  // no images: every id out of range, no cells
   }
   CUDA_OK(cudaStreamDestroy(stream));
-  std::printf("test_kernels_assign_grid_targets: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_kernels_assign_grid_targets");
 }

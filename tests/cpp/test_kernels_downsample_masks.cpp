@@ -14,25 +14,11 @@
 #include <vector>
 
 #include "downsample_masks.cuh"
+#include "test_util_cuda.h"
 
 namespace {
 
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
-
-#define CUDA_OK(expr)                                                                                 \
-  do {                                                                                                \
-    const cudaError_t err_ = (expr);                                                                  \
-    if (err_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
+using namespace solo_test;
 
 enum class Layout { kContiguous, kPaddedRows, kAlignedRows, kTransposed, kMisaligned };
 
@@ -137,11 +123,7 @@ void run_case(int64_t m, int64_t h, int64_t w, int64_t s, Layout layout, cudaStr
 }  // namespace
 
 int main() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::printf("test_kernels_downsample_masks: no CUDA device, skipped\n");
-    return 77;
-  }
+  if (no_cuda_device("test_kernels_downsample_masks")) return kSkipped;
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
   std::mt19937 rng(7);
@@ -171,6 +153,5 @@ int main() {
              cudaErrorInvalidValue,
          "stride 0 is refused");
   CUDA_OK(cudaStreamDestroy(stream));
-  std::printf("test_kernels_downsample_masks: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_kernels_downsample_masks");
 }

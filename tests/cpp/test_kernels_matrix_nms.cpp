@@ -17,27 +17,13 @@
 #include <vector>
 
 #include "matrix_nms.cuh"
+#include "matrix_nms_oracle.h"
+#include "test_util_cuda.h"
 
 namespace {
 
+using namespace solo_test;
 using LD = long double;
-
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
-
-#define CUDA_OK(expr)                                                                                 \
-  do {                                                                                                \
-    const cudaError_t err_ = (expr);                                                                  \
-    if (err_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
 
 template <typename T>
 struct DeviceBuffer {
@@ -110,11 +96,6 @@ std::vector<std::vector<uint8_t>> blob_masks(const Case& c, std::mt19937& rng) {
   return m;
 }
 
-LD iou_ld(LD inter, LD ai, LD aj) {
-  const LD u = ai + aj - inter;
-  return u > 0 ? inter / u : 0;
-}
-
 // SPEC §9.3 in matrix form: D (strict upper triangle, same label), comp = column max, decay = min over all rows.
 std::vector<LD> host_matrix_nms(const std::vector<std::vector<uint8_t>>& m, const std::vector<int64_t>& labels,
                                 const std::vector<float>& scores, const std::vector<float>& areas, int kernel,
@@ -131,7 +112,7 @@ std::vector<LD> host_matrix_nms(const std::vector<std::vector<uint8_t>>& m, cons
       a[i] = s;
     }
   }
-  std::vector<LD> D(n * n, 0), comp(n, 0), out(n);
+  std::vector<LD> D(n * n, 0), out(n);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = i + 1; j < n; ++j) {
       if (labels[i] != labels[j]) continue;
@@ -140,22 +121,8 @@ std::vector<LD> host_matrix_nms(const std::vector<std::vector<uint8_t>>& m, cons
       D[i * n + j] = iou_ld(inter, a[i], a[j]);
     }
   }
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t k = 0; k < n; ++k) comp[j] = std::max(comp[j], D[k * n + j]);
-  for (int64_t j = 0; j < n; ++j) {
-    LD decay = std::numeric_limits<LD>::infinity();
-    for (int64_t i = 0; i < n; ++i) {
-      const LD d = D[i * n + j], c = comp[i];
-      LD r;
-      if (kernel == 0) {
-        r = std::exp(-sigma * d * d) / std::exp(-sigma * c * c);
-      } else {
-        r = (1 - c) == 0 ? ((1 - d) == 0 ? 0 : std::numeric_limits<LD>::infinity()) : (1 - d) / (1 - c);
-      }
-      decay = std::min(decay, r);
-    }
-    out[j] = scores[j] * decay;
-  }
+  const std::vector<LD> comp = column_max(D, n);
+  for (int64_t j = 0; j < n; ++j) out[j] = scores[j] * matrix_decay(D, comp, n, j, kernel, sigma);
   return out;
 }
 
@@ -223,11 +190,7 @@ void run_case(const Case& c, cudaStream_t stream, std::mt19937& rng) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("test_kernels_matrix_nms: no CUDA device, skipped\n");
-    return 77;
-  }
+  if (no_cuda_device("test_kernels_matrix_nms")) return kSkipped;
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::mt19937 rng(4321);
@@ -262,6 +225,5 @@ int main() {
                                        stream) == cudaErrorInvalidValue,
          "negative n is rejected");
   CUDA_OK(cudaStreamDestroy(stream));
-  std::printf("test_kernels_matrix_nms: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_kernels_matrix_nms");
 }

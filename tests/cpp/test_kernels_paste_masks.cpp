@@ -17,48 +17,11 @@
 
 #include "paste_masks.cuh"
 #include "solo/bilinear.h"
+#include "test_util_cuda.h"
 
 namespace {
 
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
-
-#define CUDA_OK(expr)                                                                                 \
-  do {                                                                                                \
-    const cudaError_t err_ = (expr);                                                                  \
-    if (err_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
-
-double to_double(float v) { return v; }
-double to_double(double v) { return v; }
-double to_double(__half v) { return __half2float(v); }
-double to_double(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-T from_double(double v) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(static_cast<float>(v));
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16_rn(static_cast<float>(v));
-  } else {
-    return static_cast<T>(v);
-  }
-}
-
-template <typename T>
-const char* type_name() {
-  if constexpr (std::is_same_v<T, float>) return "float";
-  if constexpr (std::is_same_v<T, double>) return "double";
-  if constexpr (std::is_same_v<T, __half>) return "half";
-  return "bfloat16";
-}
+using namespace solo_test;
 
 struct Shape {
   int64_t n, h, w, canvas_h, canvas_w, valid_h, valid_w, out_h, out_w;
@@ -166,11 +129,7 @@ void suite(cudaStream_t stream, std::mt19937& rng) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("test_kernels_paste_masks: no CUDA device, skipped\n");
-    return 77;
-  }
+  if (no_cuda_device("test_kernels_paste_masks")) return kSkipped;
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::mt19937 rng(4321);
@@ -189,6 +148,5 @@ int main() {
              cudaErrorInvalidValue,
          "h = 0 must be rejected");
   CUDA_OK(cudaStreamDestroy(stream));
-  std::printf("test_kernels_paste_masks: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_kernels_paste_masks");
 }

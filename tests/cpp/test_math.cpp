@@ -5,7 +5,6 @@
 // Oracles are independent of the code under test: naive textbook formulas evaluated in long double (80-bit on
 // x86-64, ~19 significant digits), and central finite differences of those formulas, also in long double.
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
@@ -16,31 +15,12 @@
 #include "solo/dice_loss.h"
 #include "solo/fast_math.h"
 #include "solo/focal_loss.h"
+#include "test_util.h"
 
 namespace {
 
+using namespace solo_test;
 using LD = long double;
-
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    if (g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-  }
-}
-
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof(buf), f, ap);
-  va_end(ap);
-  return buf;
-}
 
 // |got - ref| <= rtol |ref| + atol, and both finite.
 void check_close(const char* what, LD got, LD ref, LD rtol, LD atol, const std::string& ctx) {
@@ -304,6 +284,5 @@ int main() {
   test_fast_math();
   test_dice<float>(1e-5f, 1e-4f);
   test_dice<double>(1e-12, 1e-7);
-  std::printf("test_math: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_math");
 }

@@ -12,16 +12,11 @@
 #include <vector>
 
 #include "solo/downsample_masks.h"
+#include "test_util.h"
 
 namespace {
 
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
+using namespace solo_test;
 
 // OpenCV-style fixed-point bilinear resize of a 0/1 (or any byte) image by 1/s at output pixel (i, j).
 int opencv_linear(const std::vector<uint8_t>& img, int h, int w, int s, int i, int j) {
@@ -147,6 +142,5 @@ int main() {
   test_pack4<2>(rng);
   test_pack4<3>(rng);
   test_pack4<4>(rng);
-  std::printf("test_math_downsample_masks: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_math_downsample_masks");
 }

@@ -5,7 +5,6 @@
 // elsewhere, with cases within 1e-9 of a cell boundary skipped (there only the float64 rounding decides).
 #include <algorithm>
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
@@ -13,30 +12,14 @@
 #include <string>
 
 #include "solo/grid_targets.h"
+#include "test_util.h"
 
 namespace {
 
+using namespace solo_test;
 using solo::grid::GridConfig;
 using solo::grid::Rect;
 using LD = long double;
-
-int g_checks = 0;
-int g_failures = 0;
-
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof(buf), f, ap);
-  va_end(ap);
-  return buf;
-}
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
 
 GridConfig solo_config(double h, double w) {
   GridConfig cfg{};
@@ -202,6 +185,5 @@ int main() {
   test_centre_region_random();
   test_edges_and_empty();
   test_flat_cell();
-  std::printf("test_math_grid_targets: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_math_grid_targets");
 }

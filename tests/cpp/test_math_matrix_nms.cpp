@@ -5,7 +5,6 @@
 // N x N matrix form (min over *all* rows, as in the original code) against the header's shortcut
 // min(1, min over same-label rows i < j), and naive byte loops for the bit packing.
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
@@ -13,30 +12,15 @@
 #include <string>
 #include <vector>
 
+#include "matrix_nms_oracle.h"
 #include "solo/matrix_nms.h"
+#include "test_util.h"
 
 namespace {
 
+using namespace solo_test;
 using LD = long double;
 using solo::math::MaskIoU;
-
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
-
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof(buf), f, ap);
-  va_end(ap);
-  return buf;
-}
 
 bool close(LD got, LD want, LD rtol, LD atol) {
   if (std::isinf(want)) return got == want;
@@ -45,18 +29,13 @@ bool close(LD got, LD want, LD rtol, LD atol) {
 
 // --- IoU --------------------------------------------------------------------------------------------------------
 
-LD iou_ref(LD inter, LD ai, LD aj) {
-  const LD u = ai + aj - inter;
-  return u > 0 ? inter / u : 0;
-}
-
 void test_mask_iou(std::mt19937& rng) {
   std::uniform_int_distribution<int64_t> area(0, 70000);
   int bad_float = 0, bad_double = 0, bad_complement = 0;
   for (int t = 0; t < 200000; ++t) {
     const int64_t ai = area(rng), aj = area(rng);
     const int64_t inter = std::uniform_int_distribution<int64_t>(0, std::min(ai, aj))(rng);
-    const LD want = iou_ref(inter, ai, aj);
+    const LD want = iou_ld(inter, ai, aj);
     const MaskIoU<float> f = solo::math::mask_iou<float, int64_t>(inter, ai, aj);
     const MaskIoU<double> d = solo::math::mask_iou<double, int64_t>(inter, ai, aj);
     bad_float += !close(f.iou, want, 1.2e-7L, 0);
@@ -121,7 +100,7 @@ void test_decay_ratio(std::mt19937& rng) {
     const int64_t inter_d = static_cast<int64_t>(unit(rng) * a), inter_c = static_cast<int64_t>(unit(rng) * a);
     const MaskIoU<float> d = solo::math::mask_iou<float, int64_t>(inter_d, a, a);
     const MaskIoU<float> c = solo::math::mask_iou<float, int64_t>(inter_c, a, a);
-    const LD dl = iou_ref(inter_d, a, a), cl = iou_ref(inter_c, a, a);
+    const LD dl = iou_ld(inter_d, a, a), cl = iou_ld(inter_c, a, a);
     const float sigma = sigmas[t % 4];
     const LD g = std::exp(-sigma * dl * dl) / std::exp(-sigma * cl * cl);
     bad_g += !close(solo::math::decay_ratio(solo::math::kMatrixNmsGaussian, d, c, sigma), g, 2e-6L, 0);
@@ -178,10 +157,8 @@ void test_shortcut_equals_matrix_form(std::mt19937& rng) {
     std::vector<LD> D(n * n, 0);
     for (int i = 0; i < n; ++i)
       for (int j = i + 1; j < n; ++j)
-        if (labels[i] == labels[j]) D[i * n + j] = iou_ref(inter(i, j), area[i], area[j]);
-    std::vector<LD> comp(n, 0);
-    for (int j = 0; j < n; ++j)
-      for (int k = 0; k < n; ++k) comp[j] = std::max(comp[j], D[k * n + j]);
+        if (labels[i] == labels[j]) D[i * n + j] = iou_ld(inter(i, j), area[i], area[j]);
+    const std::vector<LD> comp = column_max(D, n);
     // Header form.
     std::vector<MaskIoU<float>> hc(n, solo::math::comp_init<float>());
     for (int j = 0; j < n; ++j)
@@ -189,17 +166,7 @@ void test_shortcut_equals_matrix_form(std::mt19937& rng) {
         if (labels[i] == labels[j])
           solo::math::comp_update(&hc[j], solo::math::mask_iou<float, int64_t>(inter(i, j), area[i], area[j]));
     for (int j = 0; j < n; ++j) {
-      LD want = std::numeric_limits<LD>::infinity();
-      for (int i = 0; i < n; ++i) {
-        const LD d = D[i * n + j], c = comp[i];
-        LD r;
-        if (kernel == 0) {
-          r = std::exp(-sigma * d * d) / std::exp(-sigma * c * c);
-        } else {
-          r = (1 - c) == 0 ? ((1 - d) == 0 ? 0 : std::numeric_limits<LD>::infinity()) : (1 - d) / (1 - c);
-        }
-        want = std::min(want, r);
-      }
+      const LD want = matrix_decay(D, comp, n, j, kernel, sigma);
       float got = 1.f;
       for (int i = 0; i < j; ++i) {
         if (labels[i] != labels[j]) continue;
@@ -225,6 +192,5 @@ int main() {
   test_packing(rng);
   test_decay_ratio(rng);
   test_shortcut_equals_matrix_form(rng);
-  std::printf("test_math_matrix_nms: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_math_matrix_nms");
 }

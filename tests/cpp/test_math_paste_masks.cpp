@@ -7,7 +7,6 @@
 // is the product M2 (out x valid) * M1[:valid] (valid x src). The tap tables must reproduce it to 1e-12, and satisfy
 // the structural properties the kernels rely on (index order, monotonicity, convexity, the span bound).
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -15,28 +14,12 @@
 #include <vector>
 
 #include "solo/bilinear.h"
+#include "test_util.h"
 
 namespace {
 
+using namespace solo_test;
 using LD = long double;
-
-int g_checks = 0;
-int g_failures = 0;
-
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof(buf), f, ap);
-  va_end(ap);
-  return buf;
-}
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok && ++g_failures <= 40) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-}
 
 // Dense [out x in] weights of one align_corners=False linear resize, straight from the formula.
 std::vector<LD> resize_matrix(int64_t in, int64_t out) {
@@ -199,6 +182,5 @@ int main() {
     c.out = sz(rng) * (t % 5 == 0 ? 3 : 1);
     check_case(c, true);
   }
-  std::printf("test_math_paste_masks: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish("test_math_paste_masks");
 }
