@@ -23,7 +23,7 @@ from solo import ops
 from solo.configs import ModelConfig
 from solo.models.heads import DecoupledSOLOHead, DecoupledSOLOLightHead, MaskFeatHead, SOLOHead, SOLOv2Head
 
-__all__ = ["SOLODetector", "rescale_size", "mask_boxes"]
+__all__ = ["SOLODetector", "mask_boxes", "rescale_size"]
 
 _HEADS = {
     "solo": SOLOHead,
@@ -264,9 +264,7 @@ class SOLODetector(nn.Module):
                     xl, yl = outs[0][lv], outs[1][lv]
                     stride = self._out_stride(hc, wc, xl)
                     tgt = down(stride)[inst]
-                    terms.append(
-                        ops.decoupled_dice_loss(xl[bi, k % s], yl[bi, k // s], tgt, backend=self.backend)
-                    )
+                    terms.append(ops.decoupled_dice_loss(xl[bi, k % s], yl[bi, k // s], tgt, backend=self.backend))
                 else:
                     ml = outs[0][lv]
                     stride = self._out_stride(hc, wc, ml)

@@ -19,15 +19,15 @@ from torch import Tensor, nn
 from solo.configs import ModelConfig
 
 __all__ = [
-    "coord_channels",
-    "with_coords",
+    "PRIOR_BIAS",
     "ConvModule",
-    "SOLOHead",
     "DecoupledSOLOHead",
     "DecoupledSOLOLightHead",
-    "SOLOv2Head",
     "MaskFeatHead",
-    "PRIOR_BIAS",
+    "SOLOHead",
+    "SOLOv2Head",
+    "coord_channels",
+    "with_coords",
 ]
 
 # Bias of the category (and SOLO / DSOLO mask) output convs: the logit of a prior probability 0.01 (SPEC §5.7).
