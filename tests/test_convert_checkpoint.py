@@ -209,6 +209,11 @@ def test_cli_mmdet_small_preset_and_errors(tmp_path, capsys):
     assert "unmapped source keys" in err and "missing model keys" in err
     assert not bad_out.exists()
 
+    # the right preset but the wrong naming: an error with a hint
+    assert main([str(src), str(bad_out), "--from", "wxinlong", "--config", preset]) == 1
+    assert "try --from mmdet" in capsys.readouterr().err
+    assert not bad_out.exists()
+
     # a partial checkpoint (backbone + neck only) passes with --allow-missing
     part = {k: v for k, v in mm.items() if k.startswith(("backbone.", "neck."))}
     torch.save({"state_dict": part}, src)

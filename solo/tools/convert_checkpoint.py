@@ -207,6 +207,17 @@ def _simple_meta(meta: Any) -> dict[str, Any]:
     return keep
 
 
+def _naming_hint(unmapped: list[str], source: str) -> str | None:
+    """A hint when the unmapped keys look like the other naming (e.g. a WX file passed with --from mmdet)."""
+    wx = sum(k.startswith(("bbox_head.", "mask_feat_head.")) for k in unmapped)
+    mm = sum(k.startswith("mask_head.") for k in unmapped)
+    if source == "mmdet" and wx > mm:
+        return "hint: the unmapped keys use WXinlong/SOLO names (bbox_head.*); try --from wxinlong"
+    if source == "wxinlong" and mm > wx:
+        return "hint: the unmapped keys use mmdetection names (mask_head.*); try --from mmdet"
+    return None
+
+
 def _save_atomic(obj: Any, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -256,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         if report.missing and not args.allow_missing:
             problems.append(f"{len(report.missing)} missing model keys (--allow-missing to ignore)")
         print(f"error: {args.input} does not fit preset {args.config!r}: " + "; ".join(problems), file=sys.stderr)
+        hint = _naming_hint(report.unmapped, args.source)
+        if hint:
+            print(hint, file=sys.stderr)
         return 1
     meta = {
         "source": args.source,
