@@ -227,3 +227,15 @@ def test_backbone_fpn_end_to_end_r18():
 def test_buffers_are_the_bn_stats():
     m = _meta_resnet(18)
     assert {k for k, _ in m.named_buffers()} == {k for k in torchvision_resnet(18) if is_buffer(k)}
+
+
+def test_detector_keeps_backbone_frozen_through_train():
+    build_model = pytest.importorskip("solo.models").__dict__.get("build_model")
+    if build_model is None:
+        pytest.skip("solo.models.build_model is not available yet")
+    model = build_model("solo_synthetic_r18").train()
+    bb = model.backbone
+    assert not bb.conv1.weight.requires_grad and not bb.layer1[1].conv2.weight.requires_grad
+    assert bb.layer2[0].conv1.weight.requires_grad and bb.layer4[1].bn2.weight.requires_grad
+    assert not any(m.training for m in bb.modules() if isinstance(m, nn.BatchNorm2d))
+    assert bb.layer2.training and model.neck.training

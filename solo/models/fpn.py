@@ -72,7 +72,11 @@ class FPN(nn.Module):
 
 def split_feats(feats: Sequence[Tensor]) -> list[Tensor]:
     """SOLO's re-mapping of ``[P2..P6]`` to the five head inputs (strides 8, 8, 16, 32, 32), as WX ``split_feats``:
-    P2 bilinearly downsampled by 0.5, P3, P4, P5, and P6 bilinearly resized to P5's size (align_corners=False)."""
+    P2 bilinearly downsampled by 0.5, P3, P4, P5, and P6 bilinearly resized to P5's size (align_corners=False).
+
+    On a canvas padded to a multiple of 32 (the detector's inputs) P2 has even sizes, the x0.5 resize is an exact
+    2x2 average and level 0 has P3's size. On odd P2 sizes level 0 is floor(P2 / 2), one smaller than P3, as in WX
+    (mmdetection resizes to P3's size instead; the two agree on padded inputs)."""
     if len(feats) != 5:
         raise ValueError(f"split_feats expects the five maps P2..P6, got {len(feats)}")
     p2, p3, p4, p5, p6 = feats
