@@ -301,8 +301,12 @@ class SOLODetector(nn.Module):
         batch, sizes, _, _ = self.preprocess(images)
         outs = self.forward_features(batch)
         cates = outs[-2] if self.is_v2 else outs[-1]
+        # Post-processing in float32 whatever the autocast state (scores, soft masks and the dynamic conv).
+        with torch.autocast(batch.device.type, enabled=False):
+            return self._postprocess(outs, cates, batch, sizes, images)
+
+    def _postprocess(self, outs, cates, batch, sizes, images) -> list[dict[str, Tensor]]:
         b = batch.shape[0]
-        # [B, sum S^2, C] scores after the sigmoid and point NMS.
         scores = torch.cat(
             [_point_nms(c.float().sigmoid()).permute(0, 2, 3, 1).reshape(b, -1, self.cfg.num_classes) for c in cates],
             1,
