@@ -240,3 +240,13 @@ def test_head_parameter_counts(name):
         )
     assert got == n
     assert math.isfinite(got)
+
+
+def test_solo_mask_logits_selected_channels():
+    """The detector's selective path (tower outputs + the 1x1 conv of the needed channels only) equals forward()."""
+    head = SOLOHead(small_cfg("solo"))
+    feats = level_feats()
+    masks, _ = head(feats)
+    towers, _ = head.forward_towers(feats)
+    ch = torch.tensor([0, 7, 20, 24])
+    torch.testing.assert_close(head.mask_logits(2, towers[2][1:2], ch), masks[2][1, ch])

@@ -69,6 +69,21 @@ def _point_nms(heat: Tensor) -> Tensor:
     return heat * (hmax[:, :, :-1, :-1] == heat)
 
 
+def _conv_per_image(feat: Tensor, weight: Tensor, bias: Tensor | None, image: Tensor, batch_size: int):
+    """Per-row 1x1 convolutions: row p of the result is ``weight[p]`` (and ``bias[p]``) applied to
+    ``feat[image[p]]``. One conv per image; rows come out grouped by image: returns (logits [P, h, w], order) with
+    ``order`` the row permutation (stable sort by image)."""
+    order = torch.argsort(image, stable=True)
+    counts = torch.bincount(image, minlength=batch_size).tolist()
+    out, start = [], 0
+    for j, n in enumerate(counts):
+        if n:
+            idx = order[start : start + n]
+            out.append(F.conv2d(feat[j : j + 1], weight[idx], None if bias is None else bias[idx])[0])
+            start += n
+    return torch.cat(out), order
+
+
 class SOLODetector(nn.Module):
     """SOLO / Decoupled SOLO (Light) / SOLOv2 (Light) instance segmentation model (SPEC §1-§9).
 
@@ -173,6 +188,15 @@ class SOLODetector(nn.Module):
             return (*out, self.mask_feat_head(feats[:4]))
         return out
 
+    def _network(self, batch: Tensor):
+        """``forward_features``, except that SOLO returns its mask-tower outputs instead of the S^2-channel logits
+        (applied later to the needed cells only)."""
+        if self.head_type != "solo":
+            return self.forward_features(batch)
+        from solo.models.fpn import split_feats
+
+        return self.bbox_head.forward_towers(split_feats(self.neck(self.backbone(batch))))
+
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         if self.training:
             if targets is None:
@@ -207,7 +231,7 @@ class SOLODetector(nn.Module):
             mode="solov2" if self.is_v2 else "solo",
             backend=self.backend,
         )
-        outs = self.forward_features(batch)
+        outs = self._network(batch)
         cates = outs[-2] if self.is_v2 else outs[-1]
 
         # Category loss over every cell of every level and image (cells level by level, row-major).
@@ -223,13 +247,12 @@ class SOLODetector(nn.Module):
             backend=self.backend,
         ) / (num_pos + 1).to(torch.float32)
 
-        # Mask loss per positive, level by level.
+        # Mask loss per positive (SOLO / DSOLO at each level's head resolution, SOLOv2 at stride 4).
         total = self._level_offsets[-1]
         cell = gt.pos_cells % total
         img = gt.pos_cells // total
         level = torch.bucketize(cell, torch.tensor(self._level_offsets[1:], device=device), right=True)
-        terms = []
-        used_levels = set()
+        terms, unused = [], []
         down_cache: dict[int, Tensor] = {}
 
         def down(stride: int) -> Tensor:
@@ -237,51 +260,51 @@ class SOLODetector(nn.Module):
                 down_cache[stride] = ops.downsample_masks(masks, stride, backend=self.backend)
             return down_cache[stride]
 
-        if gt.pos_cells.numel():
-            for lv, s in enumerate(cfg.num_grids):
-                sel = (level == lv).nonzero().squeeze(1)
-                if sel.numel() == 0:
-                    continue
-                used_levels.add(lv)
-                k = cell[sel] - self._level_offsets[lv]
-                bi = img[sel]
-                inst = gt.pos_instances[sel]
-                if self.is_v2:
-                    kernels, feat = outs[0][lv], outs[-1]
-                    stride = hc // feat.shape[-2]
-                    w = kernels.flatten(2)[bi, :, k]  # [P, E]
-                    logits = torch.cat(
-                        [
-                            F.conv2d(feat[j : j + 1], w[bi == j][:, :, None, None])[0]
-                            for j in range(b)
-                            if bool((bi == j).any())
-                        ]
-                    )
-                    order = torch.cat([(bi == j).nonzero().squeeze(1) for j in range(b) if bool((bi == j).any())])
-                    tgt = down(stride)[inst[order]]
-                    terms.append(ops.dice_loss(logits, tgt, backend=self.backend))
+        counts_per_level = torch.bincount(level, minlength=len(cfg.num_grids)).tolist()
+        v2_kernels, v2_images, v2_instances = [], [], []
+        for lv, s in enumerate(cfg.num_grids):
+            if counts_per_level[lv] == 0:
+                # A level without positives: its own outputs are tied in with weight 0 (below).
+                if self.head_type == "solo":
+                    conv = self.bbox_head.solo_ins_list[lv]
+                    unused += [outs[0][lv], conv.weight, conv.bias]
                 elif self.is_decoupled:
-                    xl, yl = outs[0][lv], outs[1][lv]
-                    stride = self._out_stride(hc, wc, xl)
-                    tgt = down(stride)[inst]
-                    terms.append(ops.decoupled_dice_loss(xl[bi, k % s], yl[bi, k // s], tgt, backend=self.backend))
+                    unused += [outs[0][lv], outs[1][lv]]
                 else:
-                    ml = outs[0][lv]
-                    stride = self._out_stride(hc, wc, ml)
-                    tgt = down(stride)[inst]
-                    terms.append(ops.dice_loss(ml[bi, k], tgt, backend=self.backend))
-        # Mask outputs no positive reached (a level's output conv, or all of them) are tied in with weight 0: every
-        # trainable parameter gets a (zero) gradient, and a batch without positives gives a finite, connected zero
-        # instead of the original's crash (SPEC §13.2).
-        if self.is_v2:
-            unused = [] if terms else [outs[-1], *outs[0]]
-        else:
-            idle = [lv for lv in range(len(cfg.num_grids)) if lv not in used_levels]
-            unused = [outs[0][lv] for lv in idle] + ([outs[1][lv] for lv in idle] if self.is_decoupled else [])
-        zero = sum(p.float().sum() for p in unused) * 0.0 if unused else None
+                    unused.append(outs[0][lv])
+                continue
+            sel = (level == lv).nonzero().squeeze(1)
+            k = cell[sel] - self._level_offsets[lv]
+            bi = img[sel]
+            inst = gt.pos_instances[sel]
+            if self.is_v2:
+                v2_kernels.append(outs[0][lv].flatten(2)[bi, :, k])  # [P, E]
+                v2_images.append(bi)
+                v2_instances.append(inst)
+            elif self.is_decoupled:
+                xl, yl = outs[0][lv], outs[1][lv]
+                tgt = down(self._out_stride(hc, wc, xl))[inst]
+                terms.append(ops.decoupled_dice_loss(xl[bi, k % s], yl[bi, k // s], tgt, backend=self.backend))
+            else:
+                # Only the positive channels of the S^2-channel 1x1 conv: the others get no gradient anyway.
+                tower = outs[0][lv]
+                conv = self.bbox_head.solo_ins_list[lv]
+                logits, order = _conv_per_image(tower, conv.weight[k], conv.bias[k], bi, b)
+                tgt = down(self._out_stride(hc, wc, tower))[inst[order]]
+                terms.append(ops.dice_loss(logits, tgt, backend=self.backend))
+        if v2_kernels:
+            feat = outs[-1]
+            w = torch.cat(v2_kernels)
+            logits, order = _conv_per_image(feat, w[:, :, None, None], None, torch.cat(v2_images), b)
+            tgt = down(self._out_stride(hc, wc, feat))[torch.cat(v2_instances)[order]]
+            terms.append(ops.dice_loss(logits, tgt, backend=self.backend))
+        elif self.is_v2:
+            unused.append(outs[-1])
+        # Outputs no positive reached are tied in with weight 0: every trainable parameter gets a (zero) gradient,
+        # and a batch without positives gives a finite, connected zero instead of the original's crash (SPEC §13.2).
         loss_mask = torch.cat(terms).mean() * cfg.dice_loss_weight if terms else torch.zeros((), device=device)
-        if zero is not None:
-            loss_mask = loss_mask + zero
+        if unused:
+            loss_mask = loss_mask + sum(p.float().sum() for p in unused) * 0.0
         loss_cate = loss_cate * cfg.cate_loss_weight
         return {"loss_cate": loss_cate, "loss_mask": loss_mask, "loss": loss_cate + loss_mask}
 
@@ -299,7 +322,7 @@ class SOLODetector(nn.Module):
         """Per-image results at each input's own size (SPEC §9): ``masks`` bool [K, H0, W0], ``labels`` int64 [K],
         ``scores`` float32 [K], ``boxes`` float32 [K, 4] (tight around the masks, x2 = last column + 1)."""
         batch, sizes, _, _ = self.preprocess(images)
-        outs = self.forward_features(batch)
+        outs = self._network(batch)
         cates = outs[-2] if self.is_v2 else outs[-1]
         # Post-processing in float32 whatever the autocast state (scores, soft masks and the dynamic conv).
         with torch.autocast(batch.device.type, enabled=False):
@@ -341,7 +364,8 @@ class SOLODetector(nn.Module):
                 ys = self._to_stride4(outs[1][lv][i, k // s].float().sigmoid(), size)
                 out[sel] = xs * ys
             else:
-                out[sel] = self._to_stride4(outs[0][lv][i, k].float().sigmoid(), size)
+                logits = self.bbox_head.mask_logits(lv, outs[0][lv][i : i + 1].float(), k)
+                out[sel] = self._to_stride4(logits.sigmoid(), size)
         return out
 
     @staticmethod

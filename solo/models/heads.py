@@ -133,12 +133,23 @@ class SOLOHead(_GridHead):
         _normal_init(self.solo_cate, PRIOR_BIAS)
 
     def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        masks, cates = [], []
+        towers, cates = self.forward_towers(feats)
+        return [self.solo_ins_list[level](t) for level, t in enumerate(towers)], cates
+
+    def forward_towers(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """(upsampled mask-tower outputs [B, c, 2h, 2w], category logits) per level: everything but the S^2-channel
+        1x1 convs, which the detector applies only to the cells it needs (``mask_logits``)."""
+        towers, cates = [], []
         for level, x in enumerate(feats):
-            ins = _up2(_run(self.ins_convs, with_coords(x, "xy")))
-            masks.append(self.solo_ins_list[level](ins))
+            towers.append(_up2(_run(self.ins_convs, with_coords(x, "xy"))))
             cates.append(self._cate(x, level, self.solo_cate))
-        return masks, cates
+        return towers, cates
+
+    def mask_logits(self, level: int, tower: Tensor, channels: Tensor) -> Tensor:
+        """Channels ``channels`` [n] of level ``level``'s mask logits for one image's tower output [1, c, h, w]:
+        the same numbers as ``forward``'s, [n, h, w], without computing the other S^2 - n channels."""
+        conv = self.solo_ins_list[level]
+        return F.conv2d(tower, conv.weight[channels], conv.bias[channels])[0]
 
 
 class DecoupledSOLOHead(_GridHead):
