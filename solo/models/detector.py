@@ -208,7 +208,13 @@ class SOLODetector(nn.Module):
 
     def loss(self, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
         """The losses of SPEC §8: ``loss_cate`` = focal sum / (positive cells + 1), ``loss_mask`` = mean Dice over
-        positives x 3, ``loss`` = their weighted sum."""
+        positives x 3, ``loss`` = their weighted sum.
+
+        Targets come from ``solo.ops.assign_grid_targets`` on the batch canvas. The boxes that set each instance's
+        scale and centre region are the tight boxes of the resized masks with the modern convention
+        ``x2 = x1 + w`` (mmdetection v2+); the original (mmdetection v1) used ``x1 + w - 1``, i.e. scales about one
+        pixel smaller. Mask targets are ``downsample_masks(masks, stride)[pos_instances]`` at the head resolution
+        (SOLO / DSOLO strides 4, 4, 8, 16, 16; SOLOv2 4). Random horizontal flips are the data pipeline's job."""
         cfg = self.cfg
         batch, _, masks, counts = self.preprocess(images, targets)
         device = batch.device
@@ -404,7 +410,8 @@ class SOLODetector(nn.Module):
             soft = self._soft_masks(outs, i, ucells[start : start + chunk], size4)
             binary = soft > cfg.mask_thr
             areas_u[start : start + chunk] = binary.sum((1, 2)).float()
-            soft_sum_u[start : start + chunk] = (soft * binary).sum((1, 2))
+            # sum of the probabilities inside the binary mask, without a float copy of the mask
+            soft_sum_u[start : start + chunk] = torch.where(binary, soft, 0.0).sum((1, 2))
         areas = areas_u[inverse]
         keep = (areas > cell_strides[cells]).nonzero().squeeze(1)
         if keep.numel() == 0:
