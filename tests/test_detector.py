@@ -183,6 +183,18 @@ def test_preprocess():
     assert s2 == [(70, 100)] and b2.shape[-2:] == (96, 128)
 
 
+def test_multiscale_training_sizes():
+    """Training picks one of train_scales per image at random (torch's generator); eval always uses test_scale."""
+    model = make_model("solo", train_scales=((128, 96), (160, 64)), test_scale=(200, 150))
+    img = [torch.rand(3, 90, 120)]
+    torch.manual_seed(0)
+    seen = [tuple(model.train().preprocess(img)[1][0]) for _ in range(30)]
+    assert set(seen) == {(96, 128), (64, 85)}
+    torch.manual_seed(0)
+    assert [tuple(model.preprocess(img)[1][0]) for _ in range(30)] == seen
+    assert model.eval().preprocess(img)[1] == [(150, 200)]
+
+
 def test_bad_inputs():
     model = make_model("solo")
     images, targets = make_batch()

@@ -13,7 +13,6 @@ Calling convention (torchvision detection style)::
 from __future__ import annotations
 
 import math
-import random
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +120,8 @@ class SOLODetector(nn.Module):
     def _scale(self) -> tuple[int, int]:
         if self.training:
             scales = self.cfg.train_scales
-            return scales[random.randrange(len(scales))] if len(scales) > 1 else scales[0]
+            # torch's generator, so that torch.manual_seed makes a run reproducible
+            return scales[int(torch.randint(len(scales), ()))] if len(scales) > 1 else scales[0]
         return self.cfg.test_scale
 
     def preprocess(self, images: list[Tensor], targets: list[dict] | None = None):
