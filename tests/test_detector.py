@@ -161,6 +161,7 @@ def test_mask_boxes():
     assert boxes.dtype == torch.float32
     torch.testing.assert_close(boxes, torch.tensor([[3.0, 2, 9, 5], [11, 9, 12, 10], [0, 0, 0, 0]]))
     assert mask_boxes(m[:0]).shape == (0, 4)
+    torch.testing.assert_close(mask_boxes(m.to(torch.uint8) * 255), boxes)
 
 
 def test_preprocess():
@@ -426,3 +427,15 @@ def test_eval_autocast(head):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         results = model(images)
     check_results(results, images)
+
+
+def test_train_masks_any_nonzero_value():
+    """Target masks are binary by nonzero-ness: 0/255 or bool masks give the losses of 0/1 masks."""
+    model = make_model("solo", backend="reference")
+    images, targets = make_batch()
+    ref = model.train()(images, targets)
+    for conv in (lambda m: m * 255, lambda m: m.bool()):
+        other = [{"masks": conv(t["masks"]), "labels": t["labels"]} for t in targets]
+        got = model(images, other)
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k])

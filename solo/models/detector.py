@@ -44,14 +44,14 @@ def rescale_size(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
 
 
 def mask_boxes(masks: Tensor) -> Tensor:
-    """Tight boxes of binary masks [N, H, W] -> float32 [N, 4] (x1, y1, x2, y2) with the modern convention
+    """Tight boxes of binary masks [N, H, W] (bool or uint8, nonzero = inside) -> float32 [N, 4] (x1, y1, x2, y2) with the modern convention
     ``x2 = last column + 1`` (``x2 = x1 + w``, mmdetection v2+; the original SOLO used ``x1 + w - 1``). An empty
     mask gets the box (0, 0, 0, 0)."""
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
-    cols = masks.any(1)  # [N, W]
-    rows = masks.any(2)  # [N, H]
+    cols = masks.any(1).bool()  # [N, W] (uint8 masks give uint8 from any())
+    rows = masks.any(2).bool()  # [N, H]
     xs = torch.arange(w, device=masks.device)
     ys = torch.arange(h, device=masks.device)
     x1 = torch.where(cols, xs, w).min(1).values
@@ -152,7 +152,7 @@ class SOLODetector(nn.Module):
                     raise ValueError(
                         f"SOLODetector: targets[{k}]['masks'] must be [K, {h0}, {w0}], got {tuple(m.shape)}"
                     )
-                m = m.to(device=device, dtype=torch.uint8)
+                m = (m.to(device) != 0).to(torch.uint8)  # any nonzero value is inside
                 if m.shape[0] and (h, w) != (h0, w0):
                     m = F.interpolate(m[None], size=(h, w), mode="nearest")[0]
                 masks.append(m)
@@ -223,7 +223,7 @@ class SOLODetector(nn.Module):
         if labels.shape[0] != masks.shape[0]:
             raise ValueError("SOLODetector: every target needs as many labels as masks")
         image_ids = torch.repeat_interleave(torch.arange(b, device=device), torch.tensor(counts, device=device))
-        boxes = mask_boxes(masks.bool())
+        boxes = mask_boxes(masks)
         gt = ops.assign_grid_targets(
             masks,
             boxes,
