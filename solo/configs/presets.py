@@ -65,6 +65,40 @@ PRESETS: dict[str, Config] = {
     )
 }
 
+# Small presets for the synthetic shapes dataset: images of a few hundred pixels (test scale 320x256), R18, a light
+# head (2 tower convs of 128 channels, E = 64), grids and scale ranges shrunk to the small canvas (the COCO ranges
+# scaled by 1/3 and rounded to powers of two), 3 classes and a short schedule. Trains on a CPU in minutes.
+SYNTHETIC_RANGES = ((1, 32), (16, 64), (32, 128), (64, 256), (128, 1024))
+SYNTHETIC_GRIDS = (12, 10, 8, 6, 4)
+SCALES_SYNTHETIC = tuple((320, s) for s in (256, 240, 224, 208, 192))
+SCHEDULE_SYNTHETIC = TrainConfig(
+    epochs=12, milestones=(8, 11), lr=0.01, reference_batch=16, warmup_iters=50, warmup_ratio=0.01, batch_size=4
+)
+_SYNTHETIC = ModelConfig(
+    depth=18,
+    num_classes=3,
+    fpn_channels=128,
+    stacked_convs=2,
+    seg_feat_channels=128,
+    num_grids=SYNTHETIC_GRIDS,
+    scale_ranges=SYNTHETIC_RANGES,
+    mask_feat_channels=64,
+    ins_out_channels=64,
+    nms_pre=200,
+    max_per_img=50,
+    train_scales=SCALES_SYNTHETIC,
+    test_scale=(320, 256),
+)
+
+SYNTHETIC_PRESETS: dict[str, Config] = {
+    c.name: c
+    for c in (
+        _preset(f"{head}_synthetic_r18", replace(_SYNTHETIC, head=head), SCHEDULE_SYNTHETIC)
+        for head in ("solo", "decoupled_solo", "decoupled_solo_light", "solov2", "solov2_light")
+    )
+}
+PRESETS.update(SYNTHETIC_PRESETS)
+
 # Deformable-convolution presets of the model zoo: named, so asking for them gives a clear error.
 DCN_PRESETS = (
     "decoupled_solo_light_dcn_r50_3x",
