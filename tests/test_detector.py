@@ -123,6 +123,32 @@ def test_every_preset_builds(name):
     assert not any(k.startswith(("pixel_mean", "pixel_std")) for k in model.state_dict())
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_trains_a_step_and_decodes(name):
+    """Every preset, at its real architecture (depth, towers, grids, E), trains one step and decodes; only the
+    input scale is reduced (to 128 x 96) so the test stays fast on a CPU."""
+    cfg = dataclasses.replace(get_config(name).model, train_scales=((128, 96),), test_scale=(128, 96))
+    torch.manual_seed(0)
+    model = build_model(cfg, backend="cpu" if available_backends("cpu")["cpu"][0] else "reference")
+    images, targets = make_batch()
+    targets = [{**t, "labels": t["labels"] % cfg.num_classes} for t in targets]
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_cate", "loss_mask", "loss"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+    model.eval()
+    with torch.no_grad():
+        results = model(images)
+    assert len(results) == len(images)
+    for res, img in zip(results, images):
+        k = res["labels"].shape[0]
+        assert res["masks"].shape == (k, *img.shape[1:]) and res["masks"].dtype == torch.bool
+        assert res["scores"].shape == (k,) and res["boxes"].shape == (k, 4)
+
+
 @pytest.mark.parametrize("name", DCN_PRESETS)
 def test_dcn_presets_raise(name):
     with pytest.raises(NotImplementedError, match="deformable"):
