@@ -69,6 +69,7 @@ def tiny_coco(tmp_path):
         _ann(9, 2, 5, [_rect(1, 1, 9, 9)]),
         _ann(10, 3, 5, [_rect(1, 1, 9, 9)]),
         _ann(11, 5, 7, rle, crowd=1),
+        _ann(12, 42, 7, [_rect(1, 1, 9, 9)]),  # refers to no image -> invalid annotation
     ]
     images = [
         {"id": i, "file_name": name, "height": H, "width": W}
@@ -97,11 +98,12 @@ def test_annotation_checks_and_remap(tiny_coco):
         "crowd_annotation": 2,
         "degenerate_annotation": 2,
         "invalid_polygon": 3,
-        "invalid_annotation": 2,
+        "invalid_annotation": 3,
     }
     # every invalid thing is reported with its annotation id
     assert any("annotation id 6" in m and "99" in m for m in msgs)
     assert any("annotation id 7" in m for m in msgs)
+    assert any("[12]" in m and "no image" in m for m in msgs)
     assert sum("annotation id 3" in m for m in msgs) == 2
     assert all(ann_file in m for m in msgs)
 

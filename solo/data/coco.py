@@ -123,6 +123,11 @@ class CocoInstances(torch.utils.data.Dataset):
                 continue
             self._anns[img_id] = kept
             self.image_ids.append(img_id)
+        orphans = [a.get("id") for a in coco.dataset.get("annotations", []) if a.get("image_id") not in coco.imgs]
+        if orphans:
+            self._bad(
+                "invalid_annotation", f"{ann_file}: annotation ids {orphans[:5]}... refer to no image", len(orphans)
+            )
 
     # ----------------------------------------------------------------------------------------------------------
     @property
@@ -138,11 +143,11 @@ class CocoInstances(torch.utils.data.Dataset):
             f"train={self.train}, skipped={dict(self.skipped)})"
         )
 
-    def _bad(self, reason: str, msg: str):
+    def _bad(self, reason: str, msg: str, count: int = 1):
         """Count and report a problem (or raise in strict mode)."""
         if self.strict:
             raise ValueError(f"solo.data ({reason}, strict mode): {msg}")
-        self.skipped[reason] += 1
+        self.skipped[reason] += count
         warnings.warn(f"solo.data: {msg} (skipped)", DataWarning, stacklevel=3)
 
     def _check_ann(self, ann: dict, h: int, w: int):

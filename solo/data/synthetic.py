@@ -144,8 +144,10 @@ def _render_image(rng, h: int, w: int, classes: list[str], max_objects: int):
     kept = []
     for j, (label, full, colour, strength) in enumerate(objects):
         if keep[j]:
-            tex = _texture(rng, h, w, colour, strength=strength)
-            img[full] = tex[full]
+            ys, xs = np.nonzero(full.any(1))[0], np.nonzero(full.any(0))[0]
+            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1  # texture only the object's box
+            sub = full[y0:y1, x0:x1]
+            img[y0:y1, x0:x1][sub] = _texture(rng, y1 - y0, x1 - x0, colour, strength=strength)[sub]
             kept.append((label, visible_masks[j].astype(np.uint8)))
     return np.clip(img, 0, 255).round().astype(np.uint8), kept
 
