@@ -303,3 +303,21 @@ def test_ensure_synthetic_reuses_and_is_atomic(tmp_path, monkeypatch):
     assert p3["root"] != p1["root"] and os.path.isfile(p3["val_ann"])
     with pytest.raises(TypeError, match="bogus"):
         ensure_synthetic(bogus=1)
+
+
+def test_ensure_synthetic_concurrent_winner(tmp_path, monkeypatch):
+    """Two processes generating at once: the one whose rename loses finds the winner's dataset and uses it."""
+    real_make, real_rename = synthetic_mod.make_synthetic_coco, os.rename
+
+    def rename(src, dst):  # just before this process renames its finished folder, the other one wins
+        monkeypatch.setattr(synthetic_mod.os, "rename", real_rename)
+        real_make(dst, **SMALL)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(synthetic_mod.os, "rename", rename)
+    p = ensure_synthetic(root=tmp_path / "d", **SMALL)
+    assert p["root"] == str(tmp_path / "d") and os.path.isfile(p["train_ann"])
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+    # a folder made with other arguments is never silently reused
+    with pytest.raises(FileExistsError, match="other arguments"):
+        ensure_synthetic(root=tmp_path / "d", **dict(SMALL, seed=5))
