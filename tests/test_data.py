@@ -59,8 +59,15 @@ def tiny_coco(tmp_path):
     anns = [
         _ann(1, 1, 5, [_rect(10, 10, 30, 20)], area=200.0, bbox=(10, 10, 20, 10)),  # good polygon -> label 0
         _ann(2, 1, 10, rle, area=100.0, bbox=(40, 25, 10, 10)),  # good RLE -> label 2
-        # one good polygon, one with 2 points, one with an odd length -> 2 invalid polygons dropped, kept (label 1)
-        _ann(3, 1, 7, [_rect(2, 30, 12, 38), [1, 1, 5, 5], [1, 1, 5, 5, 9, 9, 2]], area=80.0, bbox=(2, 30, 10, 8)),
+        # one good polygon, then 2 points, an odd length, strings, NaN: 4 invalid polygons dropped, kept (label 1)
+        _ann(
+            3,
+            1,
+            7,
+            [_rect(2, 30, 12, 38), [1, 1, 5, 5], [1, 1, 5, 5, 9, 9, 2], ["1"] * 6, [1, 1, 5, 5, float("nan"), 9]],
+            area=80.0,
+            bbox=(2, 30, 10, 8),
+        ),
         _ann(4, 1, 5, [_rect(0, 0, 5, 5)], area=0.0),  # zero area -> degenerate
         _ann(5, 1, 5, [_rect(0, 0, 5, 5)], area=5.0, bbox=(0, 0, 0.5, 5)),  # width < 1 -> degenerate
         _ann(6, 1, 99, [_rect(0, 0, 5, 5)]),  # unknown category -> invalid annotation
@@ -97,14 +104,14 @@ def test_annotation_checks_and_remap(tiny_coco):
         "no_annotations": 2,
         "crowd_annotation": 2,
         "degenerate_annotation": 2,
-        "invalid_polygon": 3,
+        "invalid_polygon": 5,
         "invalid_annotation": 3,
     }
     # every invalid thing is reported with its annotation id
     assert any("annotation id 6" in m and "99" in m for m in msgs)
     assert any("annotation id 7" in m for m in msgs)
     assert any("[12]" in m and "no image" in m for m in msgs)
-    assert sum("annotation id 3" in m for m in msgs) == 2
+    assert sum("annotation id 3" in m for m in msgs) == 4
     assert all(ann_file in m for m in msgs)
 
     ev, _ = _make(ann_file, img_dir, train=False)

@@ -63,6 +63,17 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _valid_polygon(p) -> bool:
+    """A flat list of at least 3 (x, y) points, all finite numbers."""
+    if not isinstance(p, (list, tuple)) or len(p) < 6 or len(p) % 2:
+        return False
+    try:
+        a = np.asarray(p)
+    except (TypeError, ValueError):
+        return False
+    return a.ndim == 1 and a.dtype.kind in "iuf" and bool(np.isfinite(a).all())
+
+
 class CocoInstances(torch.utils.data.Dataset):
     """COCO-format instance segmentation dataset (see the module docstring).
 
@@ -103,6 +114,8 @@ class CocoInstances(torch.utils.data.Dataset):
         self.cat_ids = sorted(coco.cats)
         self.cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
         self.class_names = [str(coco.cats[c].get("name", c)) for c in self.cat_ids]
+        if not self.cat_ids:
+            raise ValueError(f"CocoInstances: {ann_file!r} has no categories")
 
         # Per image: the list of (annotation id, label, segmentation) that survive the checks.
         self._anns: dict[int, list[tuple[int, int, object]]] = {}
@@ -111,7 +124,9 @@ class CocoInstances(torch.utils.data.Dataset):
             info = coco.imgs[img_id]
             h, w = info.get("height"), info.get("width")
             if not (_is_number(h) and _is_number(w) and h >= 1 and w >= 1 and "file_name" in info):
-                self._bad("invalid_image_entry", f"image id {img_id}: missing file_name or bad height/width")
+                self._bad(
+                    "invalid_image_entry", f"{ann_file}: image id {img_id}: missing file_name or bad height/width"
+                )
                 continue
             kept = []
             for ann in coco.imgToAnns.get(img_id, []):
@@ -174,8 +189,8 @@ class CocoInstances(torch.utils.data.Dataset):
         if isinstance(segm, list):
             polys = []
             for k, p in enumerate(segm):
-                if isinstance(p, (list, tuple)) and len(p) >= 6 and len(p) % 2 == 0 and all(_is_number(v) for v in p):
-                    polys.append([float(v) for v in p])
+                if _valid_polygon(p):
+                    polys.append(p)
                 else:
                     n = len(p) if isinstance(p, (list, tuple)) else type(p).__name__
                     self._bad("invalid_polygon", f"{where}: polygon {k} is invalid ({n} coordinates)")
