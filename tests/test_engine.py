@@ -1,0 +1,325 @@
+"""The training engine: atomic checkpoints, the lr schedule, a few training steps, bit-exact resume (in process and
+after a SIGKILL), non-finite losses, COCO evaluation, and the ``python -m solo.train`` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from solo.engine.checkpoint import find_latest, load_checkpoint, save_checkpoint
+from solo.engine.trainer import Trainer, WarmupStepLR
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _engine_helpers import TinyShapes, tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _model(cfg, seed=0):
+    from solo.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(cfg)
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip(tmp_path):
+    cfg = tiny_config()
+    m = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched = WarmupStepLR(opt, 0.1, (2,), warmup_iters=5, warmup_ratio=0.1)
+    sched.step(3, 0)
+    torch.manual_seed(123)
+    path = save_checkpoint(
+        str(tmp_path / "a.pth"),
+        m,
+        opt,
+        sched,
+        torch.amp.GradScaler("cpu", enabled=False),
+        epoch=2,
+        iteration=7,
+        config=cfg,
+        class_names=["x", "y"],
+    )
+    expect = torch.rand(5)
+    torch.rand(100)
+    ckpt = load_checkpoint(path)  # weights_only=True
+    assert ckpt["epoch"] == 2 and ckpt["iter"] == 7 and ckpt["class_names"] == ["x", "y"]
+    assert ckpt["config"]["model"]["num_classes"] == cfg.model.num_classes
+    assert isinstance(ckpt["config"]["model"]["train_scales"], list)
+    assert _same_state(ckpt["model"], m.state_dict())
+    assert ckpt["optimizer"]["state"][0]["momentum_buffer"].shape == (2, 3)
+    from solo.engine.checkpoint import restore_rng_state
+
+    restore_rng_state(ckpt["rng"])
+    assert torch.equal(torch.rand(5), expect)
+    sched2 = WarmupStepLR(opt, 0.0, ())
+    sched2.load_state_dict(ckpt["scheduler"])
+    assert sched2.lr_at(3, 0) == sched.lr_at(3, 0) and sched2.last_iter == 3
+    assert find_latest(str(tmp_path)) == path
+    assert load_checkpoint(str(tmp_path))["iter"] == 7  # a folder means its latest
+    from solo.train import config_from_dict
+
+    assert config_from_dict(ckpt["config"]) == cfg
+
+
+def test_checkpoint_atomic(tmp_path, monkeypatch):
+    m = torch.nn.Linear(3, 2)
+    good = save_checkpoint(str(tmp_path / "c.pth"), m, epoch=1, iteration=1)
+    before = Path(good).read_bytes()
+    real_save = torch.save
+
+    def broken_save(obj, f):  # writes half a checkpoint, then dies
+        real_save(obj, f)
+        f.truncate(10)
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(good, torch.nn.Linear(3, 2), epoch=2, iteration=2)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert Path(good).read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["c.pth", "latest"]  # no temp file left behind
+    # a stray truncated temp file (a process killed mid-write) is never picked as the latest
+    (tmp_path / ".d.pth.xyz.tmp").write_bytes(before[:20])
+    assert find_latest(str(tmp_path)) == good
+    assert load_checkpoint(good)["epoch"] == 1
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(str(tmp_path / "missing.pth"))
+
+
+# ---------------------------------------------------------------------------------------------------- schedule
+
+
+def test_warmup_step_schedule():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    s = WarmupStepLR(opt, 0.01, (9, 11), warmup_iters=500, warmup_ratio=1 / 3)
+    assert math.isclose(s.lr_at(0, 0), 0.01 / 3)
+    assert math.isclose(s.lr_at(250, 0), 0.01 * (1 - 0.5 * (2 / 3)))
+    assert math.isclose(s.lr_at(500, 0), 0.01)
+    assert math.isclose(s.lr_at(10_000, 8), 0.01)
+    assert math.isclose(s.lr_at(10_000, 9), 0.001)
+    assert math.isclose(s.lr_at(10_000, 10), 0.001)
+    assert math.isclose(s.lr_at(10_000, 11), 1e-4)
+    assert math.isclose(s.step(100, 0), 0.01 * (1 - 0.8 * (2 / 3))) and opt.param_groups[0]["lr"] == s.lr_at(100, 0)
+    # lr scaled linearly with the total batch
+    cfg = tiny_config()
+    tr = Trainer(cfg, _model(cfg), TinyShapes(4), "/nonexistent-unused", batch_size=2, max_iters=1, progress=False)
+    assert math.isclose(tr.base_lr, cfg.train.lr * 2 / cfg.train.reference_batch)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def test_train_few_iterations(tmp_path):
+    cfg = tiny_config()
+    tr = Trainer(cfg, _model(cfg), TinyShapes(4), str(tmp_path), max_iters=3, progress=False, log_period=1)
+    hist = tr.train()
+    assert [h["iter"] for h in hist] == [1, 2, 3]
+    assert all(math.isfinite(h["loss"]) and h["lr"] > 0 for h in hist)
+    assert tr.iters_per_epoch == 2 and tr.epochs == 2
+    files = set(os.listdir(tmp_path))
+    assert {"epoch_0001.pth", "final.pth", "latest", "log.jsonl"} <= files
+    assert find_latest(str(tmp_path)).endswith("final.pth")
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [x["iter"] for x in lines] == [1, 2, 3] and "loss_cate" in lines[0]
+    ckpt = load_checkpoint(str(tmp_path / "final.pth"))
+    assert ckpt["iter"] == 3 and ckpt["class_names"] == ["a", "b", "c"]
+
+
+def test_resume_mid_epoch_is_bit_exact(tmp_path):
+    cfg = tiny_config()
+    a = Trainer(cfg, _model(cfg), TinyShapes(4), str(tmp_path / "a"), max_iters=5, checkpoint_period=1, progress=False)
+    a.train()
+    # a different initialisation: everything must come from the checkpoint
+    b = Trainer(cfg, _model(cfg, seed=1), TinyShapes(4), str(tmp_path / "b"), max_iters=5, progress=False)
+    b.train(resume=str(tmp_path / "a" / "iter_0000003.pth"))  # mid-epoch 2
+    assert b.iter == 5
+    assert _same_state(a.module.state_dict(), b.module.state_dict())
+    assert _same_state(a.optimizer.state_dict()["state"][0], b.optimizer.state_dict()["state"][0])
+
+
+def test_nonfinite_loss_stops_or_skips(tmp_path):
+    cfg = tiny_config()
+
+    class NaNModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, images, targets):
+            return {"loss_cate": self.w * float("nan"), "loss_mask": self.w * 1.0}
+
+    tr = Trainer(cfg, NaNModel(), TinyShapes(4), str(tmp_path / "stop"), max_iters=2, progress=False)
+    with pytest.raises(FloatingPointError, match=r"iteration 1.*loss_cate=nan"):
+        tr.train()
+    assert not os.path.exists(tmp_path / "stop" / "final.pth")
+    tr = Trainer(cfg, NaNModel(), TinyShapes(4), str(tmp_path / "skip"), max_iters=2, progress=False, nonfinite="skip")
+    tr.train()
+    assert tr.skipped_steps == 2 and torch.equal(tr.module.w.detach(), torch.ones(1))
+
+
+# ---------------------------------------------------------------------------------------------------- SIGKILL
+
+_SCRIPT = r"""
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from _engine_helpers import TinyShapes, tiny_config
+from solo.engine.trainer import Trainer
+from solo.models import build_model
+cfg = tiny_config()
+torch.manual_seed(int(sys.argv[2]))
+tr = Trainer(cfg, build_model(cfg), TinyShapes(6), sys.argv[1], max_iters=6, checkpoint_period=1, progress=False,
+             seed=5)
+tr.train(resume=True)
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_exact(tmp_path):
+    """Kills a training process (SIGKILL) mid-epoch, resumes it, and compares with an uninterrupted run (~30 s)."""
+    script = tmp_path / "train_tiny.py"
+    script.write_text(_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run([sys.executable, str(script), str(full), "0"], check=True, env=env, cwd=ROOT, timeout=300)
+    p = subprocess.Popen([sys.executable, str(script), str(killed), "0"], env=env, cwd=ROOT)
+    deadline = time.time() + 240
+    while not (killed / "iter_0000004.pth").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "final.pth").exists()
+    # resume (with a different initial seed: everything must come from the checkpoint)
+    subprocess.run([sys.executable, str(script), str(killed), "1"], check=True, env=env, cwd=ROOT, timeout=300)
+    a = load_checkpoint(str(full / "final.pth"))
+    b = load_checkpoint(str(killed / "final.pth"))
+    assert a["iter"] == b["iter"] == 6
+    assert _same_state(a["model"], b["model"])
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def _coco_gt(masks_per_image):
+    import numpy as np
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+
+    images, anns = [], []
+    for i, (masks, labels) in enumerate(masks_per_image, 1):
+        h, w = masks.shape[1:]
+        images.append({"id": i, "height": h, "width": w, "file_name": f"{i}.png"})
+        for m, lab in zip(masks, labels):
+            rle = mask_util.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode()
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": [10, 20, 30][lab],
+                    "segmentation": rle,
+                    "area": float(m.sum()),
+                    "bbox": list(mask_util.toBbox(rle)),
+                    "iscrowd": 0,
+                }
+            )
+    gt = COCO()
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": str(c)} for c in (10, 20, 30)],
+    }
+    gt.createIndex()
+    return gt
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the ground truth (or nothing)."""
+
+    def __init__(self, ds, empty=False):
+        super().__init__()
+        self.ds, self.empty, self.i = ds, empty, 0
+
+    def forward(self, images):
+        from solo.models.detector import mask_boxes
+
+        out = []
+        for _ in images:
+            _, t = self.ds[self.i]
+            self.i += 1
+            m = t["masks"].bool()[: 0 if self.empty else None]
+            out.append(
+                {"masks": m, "labels": t["labels"][: len(m)], "scores": torch.ones(len(m)), "boxes": mask_boxes(m)}
+            )
+        return out
+
+
+def test_coco_eval_perfect_and_empty(tmp_path, capsys):
+    from solo.evaluation import evaluate
+
+    ds = TinyShapes(3, flip_prob=0.0)
+    ds.cat_ids = [10, 20, 30]
+    gt = _coco_gt([ds[i][1]["masks"], ds[i][1]["labels"]] for i in range(3))
+    m = evaluate(_Oracle(ds), ds, coco_gt=gt, out_dir=str(tmp_path))
+    assert m["segm_AP"] == pytest.approx(1.0) and m["segm_AP50"] == pytest.approx(1.0)
+    assert m["segm_AP75"] == pytest.approx(1.0) and m["bbox_AP"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "metrics.json").read_text())["segm_AP"] == pytest.approx(1.0)
+    assert "segm" in capsys.readouterr().out
+    m = evaluate(_Oracle(ds, empty=True), ds, coco_gt=gt)
+    assert m["segm_AP"] == 0.0 and m["bbox_AP"] == 0.0 and m["num_predictions"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+
+_TINY_ARGS = [
+    "--synthetic-num-train",
+    "4",
+    "--synthetic-num-val",
+    "2",
+    "--workers",
+    "0",
+    "--batch-size",
+    "2",
+    "--no-progress",
+    "--cfg-options",
+    "model.train_scales=((160,128),)",
+    "model.test_scale=(160,128)",
+]
+
+
+def test_cli_train_then_eval(tmp_path, monkeypatch):
+    pytest.importorskip("solo.data")
+    from solo.train import main
+
+    monkeypatch.setenv("SOLO_CACHE", str(tmp_path / "cache"))
+    wd = tmp_path / "wd"
+    metrics = main(["--max-iters", "2", "--work-dir", str(wd)] + _TINY_ARGS)
+    assert set(metrics) >= {"segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"}
+    assert (wd / "metrics.json").exists() and (wd / "final.pth").exists()
+    ckpt = load_checkpoint(str(wd / "final.pth"))
+    assert ckpt["config"]["model"]["num_classes"] == len(ckpt["class_names"])
+    (wd / "metrics.json").unlink()
+    m2 = main(["--eval-only", "--checkpoint", str(wd / "final.pth"), "--work-dir", str(wd)] + _TINY_ARGS)
+    assert m2["segm_AP"] == metrics["segm_AP"] and (wd / "metrics.json").exists()
+    with pytest.raises(SystemExit, match="classes"):
+        main(["--config", "solov2_r50_1x", "--max-iters", "1", "--work-dir", str(wd)] + _TINY_ARGS)
