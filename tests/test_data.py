@@ -305,6 +305,11 @@ def test_ensure_synthetic_reuses_and_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(**dict(SMALL, seed=9))
     assert os.listdir(cache / "synthetic-v1") == [os.path.basename(p1["root"])]
+    # leftovers of a SIGKILLed generation (no cleanup handler ran) are removed once they are stale
+    stale = cache / "synthetic-v1" / (os.path.basename(p1["root"]) + ".tmp-dead")
+    (stale / "train").mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    assert ensure_synthetic(**SMALL) == p1 and not stale.exists()
     monkeypatch.setattr(synthetic_mod, "_write_split", real)
     p3 = ensure_synthetic(**dict(SMALL, seed=9))
     assert p3["root"] != p1["root"] and os.path.isfile(p3["val_ann"])

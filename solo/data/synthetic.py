@@ -10,7 +10,8 @@ Each image holds 1..``max_objects`` shapes; the class is the shape (ellipse, rec
 cross for more classes), never the colour: the colours of objects and backgrounds are drawn independently of the
 class. Shapes overlap (later ones occlude earlier ones; an object left with too little visible area is removed)
 and vary in size, aspect and rotation. Segmentations are compressed RLE of the visible masks; ``bbox``/``area``
-come from the masks. Generation is deterministic for its arguments (same bytes) and atomic: written into a
+come from the masks. Generation is deterministic for its arguments (same bytes with the same numpy, Pillow and
+zlib) and atomic: written into a
 temporary sibling folder and renamed into place, so a killed generation never leaves a half dataset.
 """
 
@@ -21,6 +22,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
@@ -260,6 +262,24 @@ def _read_meta(root: str):
         return None
 
 
+def _remove_stale_temporaries(root: str, max_age_s: float = 3600.0):
+    """Delete what killed generations left next to ``root`` (temporary folders untouched for ``max_age_s``)."""
+    parent, base = os.path.dirname(root), os.path.basename(root)
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if name.startswith((base + ".tmp-", base + ".old-")):
+            path = os.path.join(parent, name)
+            try:
+                if now - os.stat(path).st_mtime > max_age_s:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+
 def ensure_synthetic(root=None, cache_dir=None, **kwargs) -> dict:
     """Generate the synthetic dataset once and reuse it. ``kwargs`` are those of :func:`make_synthetic_coco`
     (defaults: :data:`DEFAULTS`). ``root`` defaults to ``synthetic_root(cache_dir)/<tag of the arguments>``, so
@@ -288,6 +308,7 @@ def ensure_synthetic(root=None, cache_dir=None, **kwargs) -> dict:
         "max_objects": int(args["max_objects"]),
         "class_names": list(SHAPES[: args["num_classes"]]),
     }
+    _remove_stale_temporaries(root)
     meta = _read_meta(root)
     if meta == want:
         return dict(_paths(root), class_names=meta["class_names"])
