@@ -333,3 +333,30 @@ def test_ensure_synthetic_concurrent_winner(tmp_path, monkeypatch):
     # a folder made with other arguments is never silently reused
     with pytest.raises(FileExistsError, match="other arguments"):
         ensure_synthetic(root=tmp_path / "d", **dict(SMALL, seed=5))
+
+
+def test_synthetic_sigkill_leaves_no_half_dataset(tmp_path):
+    """SIGKILL during generation: the dataset folder never appears half written; the next call generates it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "d"
+    code = (
+        "import sys; from solo.data import make_synthetic_coco; "
+        "make_synthetic_coco(sys.argv[1], num_train=2000, num_val=0, image_size=(64, 80))"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], env=env)
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(n.startswith("d.tmp-") for n in os.listdir(tmp_path)):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not root.exists()
+    assert any(n.startswith("d.tmp-") for n in os.listdir(tmp_path))  # killed mid-way: the temporary remains
+    p = ensure_synthetic(root=root, **SMALL)
+    assert os.path.isfile(p["val_ann"])
