@@ -240,7 +240,10 @@ class _EvalHook:
 
 
 def main(argv=None, eval_only: bool = False) -> dict | None:
-    args = build_parser(eval_only=eval_only).parse_args(argv)
+    """Train (or, with ``eval_only``/``--eval-only``, evaluate) as the command line ``argv`` says; returns the final
+    metrics (None when evaluation is off)."""
+    prog = "python -m solo.eval" if eval_only else "python -m solo.train"
+    args = build_parser(prog, eval_only=eval_only).parse_args(argv)
     from solo.engine.checkpoint import find_latest, load_checkpoint
     from solo.models import build_model
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -323,3 +324,85 @@ def test_cli_train_then_eval(tmp_path, monkeypatch):
     assert m2["segm_AP"] == metrics["segm_AP"] and (wd / "metrics.json").exists()
     with pytest.raises(SystemExit, match="classes"):
         main(["--config", "solov2_r50_1x", "--max-iters", "1", "--work-dir", str(wd)] + _TINY_ARGS)
+
+
+def test_cli_demo_eval_module_and_plot_log(tmp_path, monkeypatch):
+    pytest.importorskip("solo.data")
+    from solo import demo
+    from solo.eval import main_eval
+    from solo.tools.plot_log import plot_log, read_log
+    from solo.train import main
+
+    monkeypatch.setenv("SOLO_CACHE", str(tmp_path / "cache"))
+    wd = tmp_path / "wd"
+    main(["--max-iters", "1", "--work-dir", str(wd), "--log-period", "1"] + _TINY_ARGS)
+    m = main_eval(["--checkpoint", str(wd), "--work-dir", str(tmp_path / "ev")] + _TINY_ARGS)
+    assert "segm_AP" in m and (tmp_path / "ev" / "metrics.json").exists()
+    train, evals = read_log(str(wd / "log.jsonl"))
+    assert train[0]["iter"] == 1 and evals and "segm_AP" in evals[-1]
+    assert os.path.getsize(plot_log(str(wd))) > 0
+    # demo: a folder of images -> one overlay PNG and one JSON each
+    from solo.data import ensure_synthetic
+
+    val_images = ensure_synthetic(num_train=4, num_val=2)["val_images"]
+    written = demo.main(
+        ["--checkpoint", str(wd / "final.pth"), "--input", val_images, "--out", str(tmp_path / "demo")]
+        + ["--score-thr", "0", "--cfg-options", "model.score_thr=0.0"]
+    )
+    assert len(written) == 2
+    rec = json.loads((tmp_path / "demo" / "000001.json").read_text())
+    assert rec["height"] == 256 and rec["width"] == 320
+    for inst in rec["instances"]:
+        assert set(inst) == {"label", "class_name", "score", "box", "segmentation"}
+
+
+def test_draw_overlay():
+    from solo.demo import draw_overlay
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    masks = torch.zeros(1, 20, 30, dtype=torch.bool)
+    masks[0, 5:10, 5:15] = True
+    res = {
+        "masks": masks,
+        "labels": torch.tensor([1]),
+        "scores": torch.tensor([0.9]),
+        "boxes": torch.tensor([[5.0, 5.0, 15.0, 10.0]]),
+    }
+    out = np.asarray(draw_overlay(img, res, ["a", "b"]))
+    assert out.shape == (20, 30, 3) and out[7, 10].sum() > 0 and out[15, 25].sum() == 0
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo on the CPU): trains 2 iterations, checkpoints (rank 0) and evaluates."""
+    pytest.importorskip("solo.data")
+    wd = tmp_path / "wd"
+    env = dict(
+        os.environ,
+        SOLO_CACHE=str(tmp_path / "cache"),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "solo.train",
+        "--max-iters",
+        "2",
+        "--work-dir",
+        str(wd),
+        "--device",
+        "cpu",
+        "--log-period",
+        "1",
+    ] + _TINY_ARGS
+    r = subprocess.run(cmd, check=False, env=env, cwd=ROOT, timeout=300, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 process(es)" in r.stdout
+    ckpt = load_checkpoint(str(wd / "final.pth"))
+    assert ckpt["iter"] == 2 and ckpt["world_size"] == 2
+    assert json.loads((wd / "metrics.json").read_text())["num_images"] == 2
