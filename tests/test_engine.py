@@ -406,3 +406,14 @@ def test_torchrun_two_processes_gloo(tmp_path):
     ckpt = load_checkpoint(str(wd / "final.pth"))
     assert ckpt["iter"] == 2 and ckpt["world_size"] == 2
     assert json.loads((wd / "metrics.json").read_text())["num_images"] == 2
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_step(tmp_path, amp):
+    cfg = tiny_config()
+    tr = Trainer(cfg, _model(cfg), TinyShapes(2), str(tmp_path), max_iters=1, progress=False, amp=amp)
+    hist = tr.train()
+    assert math.isfinite(hist[0]["loss"])  # fp16: the GradScaler may skip the first step (inf gradients), not stop
+    assert load_checkpoint(str(tmp_path / "final.pth"))["scaler"] is not None
+    with pytest.raises(ValueError, match="amp"):
+        Trainer(cfg, _model(cfg), TinyShapes(2), str(tmp_path), max_iters=1, amp="fp8")

@@ -390,7 +390,12 @@ class Trainer:
                     self.data_skipped += int(getattr(batch, "skipped", 0))
                     self._call("before_step")
                     self.step_t0 = time.perf_counter()
-                    if len(images) == 0:  # every sample of the batch was skipped by the dataset
+                    has_data = len(images) > 0
+                    if self.world_size > 1:  # every rank skips together, or DDP would wait for the one that skips
+                        flag = torch.tensor([int(has_data)], device=self.device if self.device.type == "cuda" else None)
+                        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                        has_data = bool(flag.item())
+                    if not has_data:  # every sample of the batch (on some rank) was skipped by the dataset
                         self.last_out = {"skipped": 1.0}
                     else:
                         self.last_out = self.run_step(images, targets)
