@@ -200,6 +200,40 @@ def _resolve_config(args, ckpt_config: dict | None, num_classes: int, synthetic_
     return cfg
 
 
+def _load_weights(model, ckpt: dict, strict: bool, verbose: bool) -> None:
+    """Load a solo.train checkpoint ({"model": ...}), a converted one ({"state_dict": ...}) or a bare state dict.
+    Not ``strict``: tensors whose shapes differ (e.g. a head for another class count) are left at their
+    initialisation, and missing/unexpected keys are reported."""
+    for key in ("model", "state_dict"):
+        if isinstance(ckpt.get(key), dict):
+            state = ckpt[key]
+            break
+    else:
+        state = ckpt
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if strict and mismatched:
+        raise SystemExit(
+            f"--checkpoint: {len(mismatched)} tensors do not fit the model (e.g. {mismatched[0]}: "
+            f"{tuple(state[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)}); wrong --config?"
+        )
+    state = {k: v for k, v in state.items() if k not in mismatched}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if strict and (missing or unexpected):
+        raise SystemExit(
+            f"--checkpoint: {len(missing)} missing and {len(unexpected)} unexpected keys "
+            f"(e.g. {(list(missing) + list(unexpected))[:3]}); wrong --config?"
+        )
+    if verbose and (missing or unexpected or mismatched):
+        print(
+            f"--checkpoint: {len(missing)} missing keys, {len(unexpected)} unexpected keys, {len(mismatched)} "
+            f"tensors of another shape left at their initialisation "
+            f"(e.g. {(list(missing) + list(unexpected) + mismatched)[:3]})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 class _EvalHook:
     """Evaluate every ``period`` epochs (0: never) and at the end; appends {"type": "eval"} records to the log."""
 
@@ -265,7 +299,7 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
             ckpt = load_checkpoint(find_latest(args.work_dir))
         if args.eval_only and ckpt is None:
             raise SystemExit("--eval-only needs --checkpoint (or a --work-dir with a checkpoint)")
-        ckpt_cfg = ckpt.get("config") if isinstance(ckpt, dict) and "model" in ckpt else None
+        ckpt_cfg = ckpt.get("config") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
 
         train_set, val_set, synthetic = _datasets(args, need_train=not args.eval_only)
         cfg = _resolve_config(args, ckpt_cfg, val_set.num_classes, synthetic)
@@ -285,15 +319,7 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
         torch.manual_seed(args.seed)
         model = build_model(cfg, backend=args.backend)
         if ckpt is not None:
-            state = ckpt["model"] if "model" in ckpt and isinstance(ckpt["model"], dict) else ckpt
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if rank == 0 and (missing or unexpected):
-                print(
-                    f"--checkpoint: {len(missing)} missing keys, {len(unexpected)} unexpected keys "
-                    f"(e.g. {(missing or unexpected)[:3]})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            _load_weights(model, ckpt, strict=args.eval_only, verbose=rank == 0)
         model.to(device)
 
         if args.eval_only:

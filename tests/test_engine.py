@@ -417,3 +417,19 @@ def test_amp_step(tmp_path, amp):
     assert load_checkpoint(str(tmp_path / "final.pth"))["scaler"] is not None
     with pytest.raises(ValueError, match="amp"):
         Trainer(cfg, _model(cfg), TinyShapes(2), str(tmp_path), max_iters=1, amp="fp8")
+
+
+def test_load_weights_other_class_count(capsys):
+    import dataclasses
+
+    from solo.train import _load_weights
+
+    cfg = tiny_config()
+    src = _model(cfg)
+    dst = _model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=5)), seed=1)
+    _load_weights(dst, {"state_dict": src.state_dict()}, strict=False, verbose=True)
+    assert "of another shape" in capsys.readouterr().err
+    same = [k for k, v in dst.state_dict().items() if v.shape == src.state_dict()[k].shape]
+    assert all(torch.equal(dst.state_dict()[k], src.state_dict()[k]) for k in same)
+    with pytest.raises(SystemExit, match="wrong --config"):
+        _load_weights(dst, {"model": src.state_dict()}, strict=True, verbose=False)
