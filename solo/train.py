@@ -147,7 +147,13 @@ def _datasets(args, need_train: bool):
             kw["num_train"] = args.synthetic_num_train
         if args.synthetic_num_val is not None:
             kw["num_val"] = args.synthetic_num_val
+        # rank 0 generates the dataset (once, into the cache) while the others wait, then they read it
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and torch.distributed.get_rank() != 0:
+            torch.distributed.barrier()
         paths = ensure_synthetic(**kw)
+        if distributed and torch.distributed.get_rank() == 0:
+            torch.distributed.barrier()
         train_ann, train_img = paths["train_ann"], paths["train_images"]
         val_ann, val_img = paths["val_ann"], paths["val_images"]
         synthetic = True
