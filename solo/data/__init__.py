@@ -1,0 +1,19 @@
+"""Data pipeline: COCO instance segmentation (:class:`CocoInstances`, :func:`collate`) and the built-in synthetic
+shapes dataset (:func:`make_synthetic_coco`, :func:`ensure_synthetic`, :func:`synthetic_root`).
+
+pycocotools and Pillow are imported lazily (inside the functions that need them): ``import solo.data`` needs
+neither."""
+
+from solo.data.coco import Batch, CocoInstances, DataWarning, collate
+from solo.data.synthetic import SHAPES, ensure_synthetic, make_synthetic_coco, synthetic_root
+
+__all__ = [
+    "SHAPES",
+    "Batch",
+    "CocoInstances",
+    "DataWarning",
+    "collate",
+    "ensure_synthetic",
+    "make_synthetic_coco",
+    "synthetic_root",
+]
