@@ -341,7 +341,11 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
             )
 
         from solo.data import collate
-        from solo.engine.trainer import Trainer
+        from solo.engine.trainer import Trainer, format_counts
+
+        index_skips = dict(train_set.skipped)  # counted once when the dataset was built (same on every rank)
+        if rank == 0 and index_skips:
+            print(f"training set: skipped when indexing the annotations: {format_counts(index_skips)}", flush=True)
 
         eval_hook = _EvalHook(val_set, args.eval_period, not args.no_eval, args.max_eval_images, not args.no_progress)
         trainer = Trainer(
@@ -369,8 +373,11 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
         except FloatingPointError as e:
             raise SystemExit(f"error: {e}") from None
         if rank == 0:
-            if getattr(train_set, "skipped", None):
-                print(f"data entries skipped (training set): {dict(train_set.skipped)}", flush=True)
+            print(
+                f"data skipped: when indexing the annotations: {format_counts(index_skips)}; when loading "
+                f"(all epochs and processes): {format_counts(trainer.data_skip_reasons)}",
+                flush=True,
+            )
             if trainer.skipped_steps:
                 print(f"steps skipped for a non-finite loss: {trainer.skipped_steps}", flush=True)
         return eval_hook.metrics

@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from solo.data import CocoInstances, DataWarning, collate, ensure_synthetic, make_synthetic_coco
+from solo.data import CocoInstances, DataWarning, Skipped, collate, ensure_synthetic, make_synthetic_coco
 from solo.data import synthetic as synthetic_mod
 
 # pycocotools' Cython decode under numpy 2: "__array__ implementation doesn't accept a copy keyword"
@@ -136,7 +136,9 @@ def test_getitem_good_and_skipped_images(tiny_coco):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert ds[1] is None and ds[2] is None
+        s1, s2 = ds[1], ds[2]
+    assert isinstance(s1, Skipped) and not s1 and s1.reasons == {"corrupt_image": 1}
+    assert isinstance(s2, Skipped) and s2.reasons == {"missing_image": 1}
     msgs = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
     assert any("corrupt.png" in m for m in msgs) and any("missing.png" in m for m in msgs)
     assert ds.skipped["corrupt_image"] == 1 and ds.skipped["missing_image"] == 1
@@ -195,11 +197,20 @@ def test_collate_drops_none(tiny_coco):
     assert len(images) == 1 and len(targets) == 1 and batch.skipped == 2
     images, targets = collate([None])
     assert images == [] and targets == []
+    index_counts = dict(ds.skipped)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate, num_workers=1)
         (batch,) = list(loader)
     assert len(batch[0]) == 1 and batch.skipped == 2 and batch[1][0]["labels"].tolist() == [0, 2, 1]
+    # the reasons come back from the worker process with the batch (the main process's dataset saw nothing)
+    assert batch.reasons == {"corrupt_image": 1, "missing_image": 1} and dict(ds.skipped) == index_counts
+    assert "skipped" not in batch[1][0]
+    # an image kept without one of its annotations (an empty mask) carries the count to collate
+    kept = (torch.zeros(3, 2, 2), {"labels": torch.zeros(1), "skipped": {"empty_mask": 1}})
+    b = collate([kept, Skipped({"no_annotations": 1}), Skipped({"corrupt_image": 1})])
+    assert b.skipped == 2 and b.reasons == {"empty_mask": 1, "no_annotations": 1, "corrupt_image": 1}
+    assert "skipped" not in b[1][0] and "skipped" in kept[1]  # the dataset's dict is not modified
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -360,3 +371,45 @@ def test_synthetic_sigkill_leaves_no_half_dataset(tmp_path):
     assert any(n.startswith("d.tmp-") for n in os.listdir(tmp_path))  # killed mid-way: the temporary remains
     p = ensure_synthetic(root=root, **SMALL)
     assert os.path.isfile(p["val_ann"])
+
+
+def test_training_on_bad_data_completes_and_reports(tiny_coco, tmp_path, capsys):
+    """``python -m solo.train`` on a COCO folder with a corrupt image, a missing image, an image without
+    annotations, a crowd-only image and invalid polygons (the tiny_coco set, plus clean copies of the good image):
+    training and evaluation complete, and the skips are reported by reason, including those a DataLoader worker
+    process saw, summed over epochs and kept across --resume."""
+    import shutil
+
+    from solo.engine.checkpoint import load_checkpoint
+    from solo.train import main
+
+    ann_file, img_dir, _ = tiny_coco
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    with open(ann_file) as f:
+        data = json.load(f)
+    for k in range(6, 9):  # three more good images, so that most batches train
+        shutil.copy(os.path.join(img_dir, "good.png"), os.path.join(img_dir, f"good{k}.png"))
+        data["images"].append({"id": k, "file_name": f"good{k}.png", "height": H, "width": W})
+        data["annotations"].append(_ann(100 + k, k, 5, [_rect(10, 10, 30, 20)], area=200.0, bbox=(10, 10, 20, 10)))
+    for split in ("train2017", "val2017"):
+        shutil.copytree(img_dir, root / split)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    wd = tmp_path / "wd"
+    # 6 training images (good x4, corrupt, missing), batch 2: 3 iterations per epoch, 2 epochs
+    args = ["--data-root", str(root), "--work-dir", str(wd), "--workers", "1", "--batch-size", "2"]
+    args += ["--no-progress", "--cfg-options", "model.train_scales=((64,40),)", "model.test_scale=(64,40)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        main(args + ["--epochs", "1", "--no-eval"])
+        out1 = capsys.readouterr()
+        assert "skipped while loading data: corrupt_image=1, missing_image=1" in out1.err
+        metrics = main(args + ["--epochs", "2", "--resume"])
+    out = capsys.readouterr()
+    assert "resumed from" in out.out
+    assert "when indexing the annotations: crowd_annotation=2, degenerate_annotation=2" in out.out
+    assert "invalid_annotation=3, invalid_polygon=5, no_annotations=2" in out.out
+    # loading: the corrupt and the missing image once per epoch, over both runs (the count survived --resume)
+    assert "(all epochs and processes): corrupt_image=2, missing_image=2" in out.out
+    assert load_checkpoint(str(wd / "final.pth"))["data_skip_reasons"] == {"corrupt_image": 2, "missing_image": 2}
+    assert metrics["num_images"] == 6  # evaluation keeps the no-annotation and crowd-only images, skips the bad files

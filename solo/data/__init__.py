@@ -4,7 +4,7 @@ shapes dataset (:func:`make_synthetic_coco`, :func:`ensure_synthetic`, :func:`sy
 pycocotools and Pillow are imported lazily (inside the functions that need them): ``import solo.data`` needs
 neither."""
 
-from solo.data.coco import Batch, CocoInstances, DataWarning, collate
+from solo.data.coco import Batch, CocoInstances, DataWarning, Skipped, collate
 from solo.data.synthetic import SHAPES, ensure_synthetic, make_synthetic_coco, synthetic_root
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Batch",
     "CocoInstances",
     "DataWarning",
+    "Skipped",
     "collate",
     "ensure_synthetic",
     "make_synthetic_coco",

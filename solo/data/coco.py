@@ -12,10 +12,11 @@ annotation with ``area <= 0`` or a box side under 1 pixel is dropped; polygons w
 number of coordinates are dropped one by one; an annotation with an unknown category, no valid polygon or a
 malformed RLE is reported (a :class:`DataWarning` naming the file and the annotation id) and dropped. In training,
 images left without annotations are skipped (kept in evaluation, with K = 0). A missing or corrupt image file is
-found when it is read: reported and ``None`` returned (``collate`` drops it). ``dataset.skipped`` counts every
-reason (in the process that saw it: with DataLoader workers, image-file failures are counted in the worker; the
-main process sees them as the ``None`` entries ``collate`` drops). With ``strict=True`` any missing/corrupt image
-or invalid annotation raises a ValueError naming the file instead.
+found when it is read: reported and a :class:`Skipped` returned (``collate`` drops it). ``dataset.skipped`` counts
+every reason in the process that saw it; so that the counts survive DataLoader worker processes, what one
+``__getitem__`` call skipped also travels with its result (``Skipped.reasons``, or ``target["skipped"]`` for an image
+kept without some of its annotations) and :func:`collate` sums it into ``Batch.reasons``. With ``strict=True`` any
+missing/corrupt image or invalid annotation raises a ValueError naming the file instead.
 """
 
 from __future__ import annotations
@@ -30,33 +31,66 @@ from collections import Counter
 import numpy as np
 import torch
 
-__all__ = ["Batch", "CocoInstances", "DataWarning", "collate"]
+__all__ = ["Batch", "CocoInstances", "DataWarning", "Skipped", "collate"]
 
 
 class DataWarning(UserWarning):
     """A corrupt/missing image or an invalid annotation that was skipped."""
 
 
+class Skipped:
+    """What ``CocoInstances[i]`` returns for an image it skips: false in a boolean context; ``reasons`` maps each
+    reason (``missing_image``, ``corrupt_image``, ``no_annotations``, ...) to its count for this call."""
+
+    __slots__ = ("reasons",)
+
+    def __init__(self, reasons=None):
+        self.reasons = dict(reasons or {})
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"Skipped({self.reasons})"
+
+    def __reduce__(self):
+        return (Skipped, (self.reasons,))
+
+
 class Batch(tuple):
-    """``(images, targets)`` as returned by :func:`collate`; ``batch.skipped`` is the number of ``None`` entries
-    (images the dataset skipped) that were dropped from it."""
+    """``(images, targets)`` as returned by :func:`collate`. ``batch.skipped``: the number of images the dataset
+    skipped (dropped from the batch); ``batch.reasons``: a Counter of everything skipped while loading the batch
+    (dropped images and dropped annotations of kept images), by reason."""
 
     skipped: int = 0
 
-    def __new__(cls, images, targets, skipped: int = 0):
+    def __new__(cls, images, targets, skipped: int = 0, reasons=None):
         self = super().__new__(cls, (images, targets))
         self.skipped = skipped
+        self.reasons = Counter(reasons or {})
         return self
 
     def __reduce__(self):  # survives the trip back from DataLoader worker processes
-        return (Batch, (self[0], self[1], self.skipped))
+        return (Batch, (self[0], self[1], self.skipped, dict(self.reasons)))
 
 
 def collate(batch):
-    """DataLoader ``collate_fn``: drops ``None`` entries (skipped images) and returns ``(list of images [3, H, W],
-    list of target dicts)`` (a :class:`Batch`, whose ``skipped`` attribute counts the dropped entries)."""
-    kept = [b for b in batch if b is not None]
-    return Batch([b[0] for b in kept], [b[1] for b in kept], skipped=len(batch) - len(kept))
+    """DataLoader ``collate_fn``: drops skipped entries (``None`` or :class:`Skipped`) and returns ``(list of images
+    [3, H, W], list of target dicts)`` as a :class:`Batch` that counts what was skipped (``skipped``, ``reasons``);
+    the ``"skipped"`` entries of the targets are moved into ``reasons``."""
+    reasons: Counter = Counter()
+    images, targets = [], []
+    for b in batch:
+        if b is None or isinstance(b, Skipped):
+            reasons.update(getattr(b, "reasons", None) or {})
+            continue
+        image, target = b
+        if "skipped" in target:
+            target = dict(target)
+            reasons.update(target.pop("skipped"))
+        images.append(image)
+        targets.append(target)
+    return Batch(images, targets, skipped=len(batch) - len(images), reasons=reasons)
 
 
 def _is_number(v) -> bool:
@@ -262,6 +296,16 @@ class CocoInstances(torch.utils.data.Dataset):
         return arr
 
     def __getitem__(self, index: int):
+        before = self.skipped.copy()
+        item = self._load(index)
+        reasons = dict(self.skipped - before)
+        if item is None:
+            return Skipped(reasons)
+        if reasons:
+            item[1]["skipped"] = reasons
+        return item
+
+    def _load(self, index: int):
         img_id = self.image_ids[index]
         arr = self.load_image(img_id)
         if arr is None:

@@ -20,6 +20,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 
 from solo.engine.checkpoint import find_latest, load_checkpoint, restore_rng_state, save_checkpoint
 
-__all__ = ["HookBase", "Trainer", "WarmupStepLR", "dist_info", "mix_seed"]
+__all__ = ["HookBase", "Trainer", "WarmupStepLR", "dist_info", "format_counts", "mix_seed"]
 
 
 def mix_seed(*parts: int) -> int:
@@ -37,6 +38,11 @@ def mix_seed(*parts: int) -> int:
         x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
     return x & 0x7FFFFFFFFFFFFFFF
+
+
+def format_counts(counts) -> str:
+    """``"a=1, b=2"`` for a Counter/dict of reason -> count (sorted by reason); ``"none"`` when empty."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "none"
 
 
 def dist_info() -> tuple[int, int]:
@@ -210,7 +216,12 @@ class Trainer:
         self.iter = 0  # global iterations done
         self.epoch = 0  # current (0-based) epoch
         self.skipped_steps = 0
-        self.data_skipped = 0  # dataset entries dropped from batches (corrupt images, no valid annotation)
+        self.data_skipped = 0  # dataset entries this rank dropped from batches (corrupt images, no valid annotation)
+        # What the data loaders skipped, by reason, summed over ranks (synchronised at epoch ends and checkpoints;
+        # saved in checkpoints, so a resumed run keeps counting): the total and the total at the epoch's start.
+        self.data_skip_reasons: Counter = Counter()
+        self.data_skip_epoch_start: Counter = Counter()
+        self._skip_local: Counter = Counter()  # this rank's counts since the last synchronisation
         self.history: list[dict] = []
         self.hooks: list[HookBase] = []
         self.register_hooks([_LoggerHook(), _CheckpointHook()] + list(hooks or []))
@@ -231,8 +242,24 @@ class Trainer:
     def checkpoint_path(self, name: str) -> str:
         return os.path.join(self.work_dir, name)
 
+    def sync_data_skips(self) -> Counter:
+        """Add every rank's skip counts since the last call to :attr:`data_skip_reasons` (a collective: every rank
+        calls it) and return the total."""
+        local = dict(self._skip_local)
+        self._skip_local = Counter()
+        if self.world_size > 1:
+            parts = [None] * self.world_size
+            torch.distributed.all_gather_object(parts, local)
+        else:
+            parts = [local]
+        for p in parts:
+            self.data_skip_reasons.update(p)
+        return self.data_skip_reasons
+
     def save(self, name: str) -> str | None:
-        """Save the full state to ``<work_dir>/<name>`` (rank 0 only) and point ``latest`` at it."""
+        """Save the full state to ``<work_dir>/<name>`` (rank 0 only) and point ``latest`` at it. Every rank
+        calls it (the data skip counts are gathered first)."""
+        self.sync_data_skips()
         if not self.is_main:
             return None
         return save_checkpoint(
@@ -248,6 +275,8 @@ class Trainer:
             extra={
                 "seed": self.seed,
                 "skipped_steps": self.skipped_steps,
+                "data_skip_reasons": dict(self.data_skip_reasons),
+                "data_skip_epoch_start": dict(self.data_skip_epoch_start),
                 "iters_per_epoch": self.iters_per_epoch,
                 "world_size": self.world_size,
                 "batch_size": self.batch_size,
@@ -276,6 +305,9 @@ class Trainer:
         self.iter = int(ckpt["iter"])
         self.epoch = self.iter // self.iters_per_epoch
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
+        self.data_skip_reasons = Counter(ckpt.get("data_skip_reasons") or {})
+        self.data_skip_epoch_start = Counter(ckpt.get("data_skip_epoch_start") or {})
+        self._skip_local = Counter()
         if ckpt.get("rng") is not None:
             restore_rng_state(ckpt["rng"])
         if self.is_main:
@@ -382,12 +414,15 @@ class Trainer:
             while self.iter < self.max_iters:
                 self.epoch = self.iter // self.iters_per_epoch
                 start_iter = self.iter - self.epoch * self.iters_per_epoch
+                if start_iter == 0:
+                    self.data_skip_epoch_start = Counter(self.data_skip_reasons)
                 self._call("before_epoch")
                 for batch in self._loader(self.epoch, start_iter):
                     if self.iter >= self.max_iters:
                         break
                     images, targets = batch
                     self.data_skipped += int(getattr(batch, "skipped", 0))
+                    self._skip_local.update(getattr(batch, "reasons", None) or {})
                     self._call("before_step")
                     self.step_t0 = time.perf_counter()
                     has_data = len(images) > 0
@@ -401,6 +436,7 @@ class Trainer:
                         self.last_out = self.run_step(images, targets)
                     self.iter += 1
                     self._call("after_step")
+                self.sync_data_skips()
                 self._call("after_epoch")
             self.completed = True
         finally:
@@ -477,14 +513,19 @@ class _LoggerHook(HookBase):
 
     def after_epoch(self):
         tr = self.trainer
-        if tr.is_main and tr.data_skipped:
-            counts = getattr(tr.dataset, "skipped", None)
-            detail = f" (in this process: {dict(counts)})" if counts else ""
+        epoch = tr.data_skip_reasons - tr.data_skip_epoch_start
+        if tr.is_main and epoch:
             print(
-                f"epoch {tr.epoch + 1}: {tr.data_skipped} data entries skipped so far{detail}",
+                f"epoch {tr.epoch + 1}: skipped while loading data: {format_counts(epoch)} "
+                f"(run total: {format_counts(tr.data_skip_reasons)})",
                 file=sys.stderr,
                 flush=True,
             )
+            if self.jsonl is not None:
+                self.jsonl.write(
+                    json.dumps({"type": "data_skipped", "epoch": tr.epoch + 1, "iter": tr.iter, **dict(epoch)}) + "\n"
+                )
+                self.jsonl.flush()
 
     def after_train(self):
         if self.bar is not None:

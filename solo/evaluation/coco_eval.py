@@ -119,7 +119,8 @@ def evaluate(
     progress: bool = False,
     verbose: bool = True,
 ) -> dict:
-    """Evaluate ``model`` on ``dataset`` (items ``(image [3,H,W] float 0-255, {"image_id", ...})`` or None).
+    """Evaluate ``model`` on ``dataset`` (items ``(image [3,H,W] float 0-255, {"image_id", ...})``, or a falsy
+    skipped entry).
 
     Images are sharded across processes and the predictions gathered on rank 0, which computes the metrics, prints
     the table (``verbose``) and writes ``<out_dir>/metrics.json`` (and ``predictions.json``). Every rank returns
@@ -144,7 +145,7 @@ def evaluate(
             bar = None
     for s in range(0, len(indices), batch_size):
         items = [dataset[i] for i in indices[s : s + batch_size]]
-        items = [it for it in items if it is not None]
+        items = [it for it in items if it]  # skipped images (None or solo.data.Skipped) are falsy
         if bar is not None:
             bar.update(len(indices[s : s + batch_size]))
         if not items:
