@@ -125,6 +125,23 @@ def test_warmup_step_schedule():
     cfg = tiny_config()
     tr = Trainer(cfg, _model(cfg), TinyShapes(4), "/nonexistent-unused", batch_size=2, max_iters=1, progress=False)
     assert math.isclose(tr.base_lr, cfg.train.lr * 2 / cfg.train.reference_batch)
+    assert isinstance(tr.optimizer, torch.optim.SGD) and tr.optimizer.defaults["momentum"] == cfg.train.momentum
+
+
+def test_adamw_option(tmp_path):
+    """``train.optimizer=adamw``: AdamW with the config's weight decay, the same schedule, and bit-exact resume."""
+    from solo.configs import TrainConfig
+
+    cfg = tiny_config().override("train.optimizer='adamw'", "train.weight_decay=0.05")
+    a = Trainer(cfg, _model(cfg), TinyShapes(4), str(tmp_path / "a"), max_iters=3, checkpoint_period=1, progress=False)
+    assert isinstance(a.optimizer, torch.optim.AdamW) and a.optimizer.defaults["weight_decay"] == 0.05
+    a.train()
+    b = Trainer(cfg, _model(cfg, seed=1), TinyShapes(4), str(tmp_path / "b"), max_iters=3, progress=False)
+    b.train(resume=str(tmp_path / "a" / "iter_0000001.pth"))
+    assert _same_state(a.module.state_dict(), b.module.state_dict())
+    assert all(h["lr"] == a.scheduler.lr_at(h["iter"] - 1, h["epoch"] - 1) for h in a.history)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="adam")
 
 
 # ---------------------------------------------------------------------------------------------------- training

@@ -90,6 +90,13 @@ class TrainConfig:
     warmup_ratio: float = 1.0 / 3
     grad_clip: float | None = 35.0
     batch_size: int = 2  # images per process
+    # "sgd" (SPEC §6, every model-zoo preset) or "adamw" (AdamW with weight_decay, betas (0.9, 0.999); used by the
+    # synthetic presets, which train from scratch in minutes)
+    optimizer: str = "sgd"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A small detectron2-style trainer: ``run_step`` plus hooks (logging, checkpoints, evaluation).
 
-Schedule (SOLO_SPEC.md §6): SGD (momentum, weight decay from the config), lr = ``cfg.train.lr * total_batch /
-cfg.train.reference_batch``, step decay by 0.1 for every milestone epoch <= the current (0-based) epoch, linear
-warm-up over the first ``warmup_iters`` iterations: ``lr_k = lr * (1 - (1 - k / W) * (1 - warmup_ratio))``.
+Schedule (SOLO_SPEC.md §6): SGD (momentum, weight decay from the config; AdamW with ``cfg.train.optimizer="adamw"``),
+lr = ``cfg.train.lr * total_batch / cfg.train.reference_batch``, step decay by 0.1 for every milestone epoch <= the
+current (0-based) epoch, linear warm-up over the first ``warmup_iters`` iterations:
+``lr_k = lr * (1 - (1 - k / W) * (1 - warmup_ratio))``.
 
 Reproducibility: the data order of epoch ``e`` is a permutation drawn from a generator seeded by ``(seed, e)``;
 every sample is loaded with the RNGs seeded by ``(seed, e, position)`` (so flips do not depend on the worker that
@@ -208,7 +209,10 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         t = cfg.train
         self.base_lr = t.lr * self.batch_size * self.world_size / t.reference_batch
-        self.optimizer = torch.optim.SGD(params, lr=self.base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        if t.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=self.base_lr, weight_decay=t.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=self.base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
         self.scheduler = WarmupStepLR(self.optimizer, self.base_lr, t.milestones, 0.1, t.warmup_iters, t.warmup_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(amp == "fp16"))
         self.grad_clip = t.grad_clip
