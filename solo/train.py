@@ -50,6 +50,13 @@ def build_parser(prog: str = "python -m solo.train", eval_only: bool = False) ->
     p.add_argument("--backend", default=None, help="solo.ops backend (reference, cpu, cuda, triton; default auto)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=None, help="images per process (default: the preset's)")
+    p.add_argument(
+        "--memory-format",
+        choices=("auto", "channels_last", "contiguous"),
+        default="auto",
+        help="layout of the model's weights and activations; auto: channels_last on the CPU (oneDNN's faster "
+        "convolutions) and with mixed precision on CUDA, contiguous otherwise",
+    )
     p.add_argument("--workers", type=int, default=2, help="data loader worker processes per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict-data", action="store_true", help="a corrupt image or invalid annotation is fatal")
@@ -77,7 +84,13 @@ def build_parser(prog: str = "python -m solo.train", eval_only: bool = False) ->
         metavar="PATH",
         help="resume from PATH, or from the latest checkpoint of the work dir when no path is given",
     )
-    p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off", help="mixed precision")
+    p.add_argument(
+        "--amp",
+        choices=("off", "fp16", "bf16", "auto"),
+        default=None,
+        help="mixed precision (default: the preset's train.amp: off for the model-zoo presets, auto for the synthetic "
+        "ones; auto = bf16 where the device computes it natively, else off)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the preset's)")
     p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (overrides --epochs)")
     p.add_argument("--eval-period", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
@@ -327,6 +340,16 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
         if ckpt is not None:
             _load_weights(model, ckpt, strict=args.eval_only, verbose=rank == 0)
         model.to(device)
+        from solo.engine.trainer import resolve_amp
+
+        amp = resolve_amp(getattr(args, "amp", None) or cfg.train.amp, device)
+        fmt = args.memory_format
+        if fmt == "auto":
+            fmt = "channels_last" if device.type == "cpu" or amp != "off" else "contiguous"
+        if fmt == "channels_last":
+            model.to(memory_format=torch.channels_last)
+        if rank == 0 and not args.eval_only:
+            print(f"precision: {'fp32' if amp == 'off' else amp + ' autocast'}, memory format {fmt}", flush=True)
 
         if args.eval_only:
             from solo.evaluation import evaluate
@@ -358,7 +381,7 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
             epochs=args.epochs,
             max_iters=args.max_iters,
             workers=args.workers,
-            amp=args.amp,
+            amp=amp,
             device=device,
             nonfinite="skip" if args.skip_nonfinite else "stop",
             log_period=args.log_period,

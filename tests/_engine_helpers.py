@@ -15,6 +15,8 @@ def tiny_config(head: str = "solov2"):
         "train.warmup_iters=3",
         "train.milestones=(1,)",
         "train.batch_size=2",
+        "train.optimizer='sgd'",  # the model-zoo optimizer (the synthetic presets use AdamW: test_adamw_option)
+        "train.weight_decay=1e-4",
     )
 
 

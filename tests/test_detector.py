@@ -465,3 +465,27 @@ def test_train_masks_any_nonzero_value():
         got = model(images, other)
         for k in ref:
             torch.testing.assert_close(got[k], ref[k])
+
+
+@pytest.mark.parametrize("head", HEAD_TYPES)
+def test_channels_last_model(head):
+    """``model.to(memory_format=torch.channels_last)`` (python -m solo.train's default on the CPU): the same losses
+    and gradients (to convolution rounding) and the same detections as the contiguous model."""
+    ref = make_model(head)
+    cl = clone_model(ref, ref.backend).to(memory_format=torch.channels_last)
+    assert cl.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = make_batch(instances=3)
+    l_ref, g_ref = train_step(ref, *batch)
+    l_cl, g_cl = train_step(cl, *batch)
+    for k in l_ref:
+        torch.testing.assert_close(l_cl[k], l_ref[k], rtol=1e-4, atol=1e-6)
+    for n, g in g_ref.items():
+        scale = g.abs().max().item() + 1e-12
+        torch.testing.assert_close(g_cl[n], g, rtol=1e-3, atol=1e-3 * scale, msg=lambda m, n=n: f"{n}: {m}")
+    ref = force_detections(ref).eval()
+    cl = clone_model(ref, ref.backend).to(memory_format=torch.channels_last).eval()
+    images, _ = make_batch(sizes=((90, 120), (70, 64)))
+    for a, b in zip(cl(images), ref(images), strict=True):
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+        assert (a["masks"] != b["masks"]).float().mean() < 1e-3

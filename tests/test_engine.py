@@ -475,3 +475,14 @@ def test_load_weights_other_class_count(capsys):
     assert all(torch.equal(dst.state_dict()[k], src.state_dict()[k]) for k in same)
     with pytest.raises(SystemExit, match="wrong --config"):
         _load_weights(dst, {"model": src.state_dict()}, strict=True, verbose=False)
+
+
+def test_amp_auto_and_config():
+    from solo.configs import TrainConfig, get_config
+    from solo.engine.trainer import native_bf16, resolve_amp
+
+    assert resolve_amp("auto", "cpu") == ("bf16" if native_bf16("cpu") else "off")
+    assert [resolve_amp(a, "cpu") for a in ("off", "fp16", "bf16")] == ["off", "fp16", "bf16"]
+    assert get_config("solov2_r50_3x").train.amp == "off" and get_config("solov2_synthetic_r18").train.amp == "auto"
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="fp8")

@@ -93,10 +93,15 @@ class TrainConfig:
     # "sgd" (SPEC §6, every model-zoo preset) or "adamw" (AdamW with weight_decay, betas (0.9, 0.999); used by the
     # synthetic presets, which train from scratch in minutes)
     optimizer: str = "sgd"
+    # mixed precision: "off", "fp16", "bf16", or "auto" (bf16 where the device computes it natively: CUDA GPUs with
+    # bf16, CPUs with AVX512-BF16 or AMX; off elsewhere). The command line's --amp overrides it.
+    amp: str = "off"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.amp not in ("off", "fp16", "bf16", "auto"):
+            raise ValueError(f"TrainConfig.amp must be 'off', 'fp16', 'bf16' or 'auto', got {self.amp!r}")
 
 
 @dataclass(frozen=True)

@@ -67,15 +67,29 @@ PRESETS: dict[str, Config] = {
 
 # Small presets for the synthetic shapes dataset: images of a few hundred pixels (test scale 320x256), R18, a light
 # head (2 tower convs of 128 channels, E = 64), grids and scale ranges shrunk to the small canvas (the COCO ranges
-# scaled by 1/3 and rounded to powers of two), 3 classes and a short schedule. Trains on a CPU in minutes.
+# scaled by 1/3 and rounded to powers of two), 3 classes and a short schedule. They train from scratch (no ImageNet
+# weights to start from), so nothing is frozen and BatchNorm learns its statistics, with AdamW (lr 1e-3 at 4 images
+# per step) and bf16 autocast where the CPU/GPU computes bf16 natively: on a 2-core CPU, segm AP about 0.4 on the
+# held-out synthetic images in under 15 minutes (README, "The main job").
 SYNTHETIC_RANGES = ((1, 32), (16, 64), (32, 128), (64, 256), (128, 1024))
 SYNTHETIC_GRIDS = (12, 10, 8, 6, 4)
 SCALES_SYNTHETIC = tuple((320, s) for s in (256, 240, 224, 208, 192))
 SCHEDULE_SYNTHETIC = TrainConfig(
-    epochs=12, milestones=(8, 11), lr=0.01, reference_batch=16, warmup_iters=50, warmup_ratio=0.01, batch_size=4
+    epochs=12,
+    milestones=(8, 11),
+    optimizer="adamw",
+    lr=0.004,
+    reference_batch=16,
+    weight_decay=0.05,
+    warmup_iters=100,
+    warmup_ratio=0.01,
+    batch_size=4,
+    amp="auto",
 )
 _SYNTHETIC = ModelConfig(
     depth=18,
+    frozen_stages=-1,
+    norm_eval=False,
     num_classes=3,
     fpn_channels=128,
     stacked_convs=2,

@@ -29,7 +29,16 @@ from torch import nn
 
 from solo.engine.checkpoint import find_latest, load_checkpoint, restore_rng_state, save_checkpoint
 
-__all__ = ["HookBase", "Trainer", "WarmupStepLR", "dist_info", "format_counts", "mix_seed"]
+__all__ = [
+    "HookBase",
+    "Trainer",
+    "WarmupStepLR",
+    "dist_info",
+    "format_counts",
+    "mix_seed",
+    "native_bf16",
+    "resolve_amp",
+]
 
 
 def mix_seed(*parts: int) -> int:
@@ -44,6 +53,25 @@ def mix_seed(*parts: int) -> int:
 def format_counts(counts) -> str:
     """``"a=1, b=2"`` for a Counter/dict of reason -> count (sorted by reason); ``"none"`` when empty."""
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "none"
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16 support; a CPU with AVX512-BF16 or AMX)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def resolve_amp(amp: str, device) -> str:
+    """``amp`` with "auto" replaced: "bf16" where :func:`native_bf16`, else "off"."""
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "off"
+    return amp
 
 
 def dist_info() -> tuple[int, int]:
@@ -135,7 +163,7 @@ class Trainer:
 
     Arguments: ``cfg`` a :class:`solo.configs.Config`; ``work_dir`` where logs and checkpoints go (rank 0 only);
     ``batch_size`` images per process (default ``cfg.train.batch_size``); ``epochs`` (default ``cfg.train.epochs``)
-    or ``max_iters`` (stop after that many global iterations); ``amp`` one of off/fp16/bf16; ``nonfinite``
+    or ``max_iters`` (stop after that many global iterations); ``amp`` one of off/fp16/bf16/auto; ``nonfinite``
     "stop" (raise ``FloatingPointError`` naming the losses and iteration) or "skip" (skip the step and count it);
     ``checkpoint_period`` also save every N iterations (0: only at epoch ends and at the end).
     """
@@ -162,8 +190,9 @@ class Trainer:
         progress: bool = True,
         hooks: list[HookBase] | None = None,
     ):
-        if amp not in ("off", "fp16", "bf16"):
-            raise ValueError(f"amp must be one of off, fp16, bf16; got {amp!r}")
+        if amp not in ("off", "fp16", "bf16", "auto"):
+            raise ValueError(f"amp must be one of off, fp16, bf16, auto; got {amp!r}")
+        amp = resolve_amp(amp, device)
         if nonfinite not in ("stop", "skip"):
             raise ValueError(f"nonfinite must be 'stop' or 'skip'; got {nonfinite!r}")
         self.cfg = cfg
