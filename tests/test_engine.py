@@ -375,8 +375,11 @@ def test_cli_demo_eval_module_and_plot_log(tmp_path, monkeypatch):
     main(["--max-iters", "1", "--work-dir", str(wd), "--log-period", "1"] + _TINY_ARGS)
     m = main_eval(["--checkpoint", str(wd), "--work-dir", str(tmp_path / "ev")] + _TINY_ARGS)
     assert "segm_AP" in m and (tmp_path / "ev" / "metrics.json").exists()
+    with open(wd / "log.jsonl", "a") as f:  # what an epoch with skipped data adds: not a curve point
+        f.write(json.dumps({"type": "data_skipped", "epoch": 1, "iter": 1, "corrupt_image": 1}) + "\n")
     train, evals = read_log(str(wd / "log.jsonl"))
     assert train[0]["iter"] == 1 and evals and "segm_AP" in evals[-1]
+    assert all("loss" in r for r in train)
     assert os.path.getsize(plot_log(str(wd))) > 0
     # demo: a folder of images -> one overlay PNG and one JSON each
     from solo.data import ensure_synthetic

@@ -29,7 +29,7 @@ import numpy as np
 __all__ = ["DEFAULTS", "SHAPES", "ensure_synthetic", "make_synthetic_coco", "synthetic_root"]
 
 SHAPES = ("ellipse", "rectangle", "triangle", "ring", "star", "cross")
-DEFAULTS = {"num_train": 400, "num_val": 50, "image_size": (256, 320), "num_classes": 3, "max_objects": 4, "seed": 0}
+DEFAULTS = {"num_train": 400, "num_val": 200, "image_size": (256, 320), "num_classes": 3, "max_objects": 4, "seed": 0}
 _VERSION = 1
 
 

@@ -23,7 +23,11 @@ def read_log(path: str) -> tuple[list[dict], list[dict]]:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            (evals if rec.get("type") == "eval" else train).append(rec)
+            kind = rec.get("type", "train")
+            if kind == "eval":
+                evals.append(rec)
+            elif kind == "train":  # other records (e.g. "data_skipped") are not curves
+                train.append(rec)
     return train, evals
 
 
