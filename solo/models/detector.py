@@ -12,7 +12,9 @@ Calling convention (torchvision detection style)::
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,7 @@ from solo import ops
 from solo.configs import ModelConfig
 from solo.models.heads import DecoupledSOLOHead, DecoupledSOLOLightHead, MaskFeatHead, SOLOHead, SOLOv2Head
 
-__all__ = ["SOLODetector", "mask_boxes", "rescale_size"]
+__all__ = ["PhaseTimer", "SOLODetector", "mask_boxes", "rescale_size"]
 
 _HEADS = {
     "solo": SOLOHead,
@@ -33,6 +35,38 @@ _HEADS = {
 }
 # Memory bound of the inference mask pass: candidate soft masks are built at most this many floats at a time.
 _MASK_CHUNK_ELEMS = 1 << 25
+_NO_SECTION = contextlib.nullcontext()  # reusable: what ``_section`` returns when no timer is set
+
+
+class PhaseTimer:
+    """Wall-clock seconds per named phase, for ``model.timer = PhaseTimer(device)`` (benchmarks, profiling).
+
+    The detector wraps its phases (``preprocess``, ``assign``, ``forward``, ``losses`` in training; ``preprocess``,
+    ``network``, ``postprocess`` in inference) in ``with self._section(name)``; callers can time their own phases
+    with ``with timer.section(name)``. On a CUDA device each section boundary synchronises the device, so that a
+    phase is charged with its own kernels; without a timer the detector does no timing and no synchronisation.
+    Times of a name entered more than once add up; ``reset()`` clears them."""
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else None
+        self.times: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.times = {}
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def section(self, name: str):
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
 
 
 def rescale_size(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
@@ -88,7 +122,14 @@ class SOLODetector(nn.Module):
 
     Sub-modules, in the order of the original checkpoints: ``backbone`` (ResNet), ``neck`` (FPN),
     ``mask_feat_head`` (SOLOv2 only), ``bbox_head``. ``backend`` is passed to every ``solo.ops`` call (None: auto).
+    ``timer``: None, or a :class:`PhaseTimer` that times the phases of each call (benchmarks).
     """
+
+    timer: PhaseTimer | None = None
+
+    def _section(self, name: str):
+        timer = self.timer
+        return _NO_SECTION if timer is None else timer.section(name)
 
     def __init__(self, cfg: ModelConfig, backend: str | None = None):
         super().__init__()
@@ -216,28 +257,39 @@ class SOLODetector(nn.Module):
         pixel smaller. Mask targets are ``downsample_masks(masks, stride)[pos_instances]`` at the head resolution
         (SOLO / DSOLO strides 4, 4, 8, 16, 16; SOLOv2 4). Random horizontal flips are the data pipeline's job."""
         cfg = self.cfg
-        batch, _, masks, counts = self.preprocess(images, targets)
+        with self._section("preprocess"):
+            batch, _, masks, counts = self.preprocess(images, targets)
         device = batch.device
-        b, hc, wc = batch.shape[0], batch.shape[2], batch.shape[3]
-        labels = torch.cat([t["labels"].to(device=device, dtype=torch.int64).reshape(-1) for t in targets])
-        if labels.shape[0] != masks.shape[0]:
-            raise ValueError("SOLODetector: every target needs as many labels as masks")
-        image_ids = torch.repeat_interleave(torch.arange(b, device=device), torch.tensor(counts, device=device))
-        boxes = mask_boxes(masks)
-        gt = ops.assign_grid_targets(
-            masks,
-            boxes,
-            labels,
-            image_ids,
-            b,
-            cfg.num_grids,
-            cfg.scale_ranges,
-            cfg.sigma,
-            cfg.num_classes,
-            mode="solov2" if self.is_v2 else "solo",
-            backend=self.backend,
-        )
-        outs = self._network(batch)
+        b = batch.shape[0]
+        with self._section("assign"):
+            labels = torch.cat([t["labels"].to(device=device, dtype=torch.int64).reshape(-1) for t in targets])
+            if labels.shape[0] != masks.shape[0]:
+                raise ValueError("SOLODetector: every target needs as many labels as masks")
+            image_ids = torch.repeat_interleave(torch.arange(b, device=device), torch.tensor(counts, device=device))
+            boxes = mask_boxes(masks)
+            gt = ops.assign_grid_targets(
+                masks,
+                boxes,
+                labels,
+                image_ids,
+                b,
+                cfg.num_grids,
+                cfg.scale_ranges,
+                cfg.sigma,
+                cfg.num_classes,
+                mode="solov2" if self.is_v2 else "solo",
+                backend=self.backend,
+            )
+        with self._section("forward"):
+            outs = self._network(batch)
+        with self._section("losses"):
+            return self._losses(outs, gt, masks, batch.shape)
+
+    def _losses(self, outs, gt, masks: Tensor, batch_shape) -> dict[str, Tensor]:
+        """The losses of ``loss`` from the network outputs and the assigned targets."""
+        cfg = self.cfg
+        device = masks.device
+        b, hc, wc = batch_shape[0], batch_shape[2], batch_shape[3]
         cates = outs[-2] if self.is_v2 else outs[-1]
 
         # Category loss over every cell of every level and image (cells level by level, row-major).
@@ -327,11 +379,13 @@ class SOLODetector(nn.Module):
     def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Per-image results at each input's own size (SPEC §9): ``masks`` bool [K, H0, W0], ``labels`` int64 [K],
         ``scores`` float32 [K], ``boxes`` float32 [K, 4] (tight around the masks, x2 = last column + 1)."""
-        batch, sizes, _, _ = self.preprocess(images)
-        outs = self._network(batch)
+        with self._section("preprocess"):
+            batch, sizes, _, _ = self.preprocess(images)
+        with self._section("network"):
+            outs = self._network(batch)
         cates = outs[-2] if self.is_v2 else outs[-1]
         # Post-processing in float32 whatever the autocast state (scores, soft masks and the dynamic conv).
-        with torch.autocast(batch.device.type, enabled=False):
+        with self._section("postprocess"), torch.autocast(batch.device.type, enabled=False):
             return self._postprocess(outs, cates, batch, sizes, images)
 
     def _postprocess(self, outs, cates, batch, sizes, images) -> list[dict[str, Tensor]]:
