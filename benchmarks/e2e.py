@@ -2,7 +2,7 @@
 reference, side by side in one run.
 
     python benchmarks/run.py --e2e                     # every preset, cuda if available else cpu
-    python benchmarks/run.py --e2e --quick             # smoke test (< 1 min on a CPU): the synthetic preset only
+    python benchmarks/run.py --e2e --quick             # smoke test (< 1 min on a CPU): synthetic preset, 2 images
     python benchmarks/run.py --e2e --presets solov2_r50_3x --reps 10 --amp bf16
 
 For each preset (``solov2_r50_3x`` and ``solo_r50_3x`` at 1333x800, batch 2 on a GPU, 512x320 on the CPU;
@@ -343,6 +343,8 @@ def fused_backends(device: torch.device) -> tuple[list[str], dict[str, str]]:
 def run_preset(preset: Preset, device, backends, args, log) -> dict[str, Any]:
     from solo.configs import get_config
 
+    if args.quick:  # smoke test: the first two images only
+        preset = dataclasses.replace(preset, image_sizes=preset.image_sizes[:2])
     gen = torch.Generator().manual_seed(args.seed)
     num_classes = get_config(preset.name).model.num_classes
     train_cfg = get_config(preset.name).train
@@ -604,9 +606,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     p.add_argument("--presets", help=f"comma-separated presets (default: all): {','.join(PRESETS)}")
-    p.add_argument("--quick", action="store_true", help=f"smoke test: {','.join(QUICK_PRESETS)}, 1 warm-up, 2 repeats")
-    p.add_argument("--reps", type=int, help="timed repeats per backend (default 5 on a CPU, 20 on a GPU; quick 2)")
-    p.add_argument("--warmup", type=int, help="untimed repeats first (default 2; quick 1)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: {','.join(QUICK_PRESETS)} with 2 images, no warm-up, 1 repeat",
+    )
+    p.add_argument("--reps", type=int, help="timed repeats per backend (default 5 on a CPU, 20 on a GPU; quick 1)")
+    p.add_argument("--warmup", type=int, help="untimed repeats first (default 2; quick 0)")
     p.add_argument("--amp", choices=tuple(AMP), default="off", help="autocast of the network (default off)")
     p.add_argument("--backends", help="comma-separated subset of the backends (reference included by default)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
@@ -646,9 +652,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --presets: unknown {unknown}; known: {list(PRESETS)}", file=sys.stderr)
         return 2
     if args.reps is None:
-        args.reps = 2 if args.quick else (20 if device.type == "cuda" else 5)
+        args.reps = 1 if args.quick else (20 if device.type == "cuda" else 5)
     if args.warmup is None:
-        args.warmup = 1 if args.quick else 2
+        args.warmup = 0 if args.quick else 2
     fused, not_run = fused_backends(device)
     backends = [REFERENCE, *fused]
     if args.backends:
