@@ -32,11 +32,11 @@ def predictions_to_coco(result: dict, image_id: int, cat_ids) -> list[dict]:
     if masks.shape[0] == 0:
         return []
     # pycocotools wants uint8 [H, W, N] in Fortran order, i.e. the bytes of a C-order [N, W, H] array: one transposing
-    # copy in torch (bool is reinterpreted as uint8, no conversion pass), then a zero-copy numpy view, and one
-    # encode call for all the masks of the image.
+    # copy in torch, on the masks' device (bool is reinterpreted as uint8, no conversion pass), then a zero-copy
+    # numpy view, and one encode call for all the masks of the image.
     m = masks.detach()
     m = m.view(torch.uint8) if m.dtype == torch.bool else (m != 0).view(torch.uint8)
-    m = m.cpu().transpose(1, 2).contiguous().numpy().transpose(2, 1, 0)
+    m = m.transpose(1, 2).contiguous().cpu().numpy().transpose(2, 1, 0)
     rles = mask_util.encode(m)
     labels = result["labels"].detach().cpu().tolist()
     scores = result["scores"].detach().float().cpu().tolist()
