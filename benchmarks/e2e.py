@@ -413,6 +413,10 @@ def _mb(b: int | None) -> str:
     return "n/a" if b is None else f"{b / 2**20:.0f}"
 
 
+def _busy(r: dict[str, Any]) -> str:
+    return "" if r.get("other_cpu") is None else f"{r['other_cpu']:.2f}"
+
+
 def _x(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}x"
 
@@ -422,8 +426,8 @@ def markdown_tables(report: dict[str, Any]) -> str:
     lines = [
         "Training step (ms, median of the repeats; `vs ref` = reference total / this total):",
         "",
-        "| preset | size | backend | " + " | ".join(TRAIN_PHASES) + " | total | vs ref | peak MB |",
-        "| --- | --- | --- |" + " ---: |" * (len(TRAIN_PHASES) + 3),
+        "| preset | size | backend | " + " | ".join(TRAIN_PHASES) + " | total | vs ref | peak MB | busy |",
+        "| --- | --- | --- |" + " ---: |" * (len(TRAIN_PHASES) + 4),
     ]
     for e in report["presets"]:
         size = f"{e['images']} img @ {e['scale'][0]}x{e['scale'][1]}"
@@ -433,7 +437,7 @@ def markdown_tables(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {e['preset']} | {size} | {b} | "
                 + " | ".join(cells)
-                + f" | **{_ms(r['total_ms'])}** | {sp} | {_mb(r.get('peak_bytes'))} |"
+                + f" | **{_ms(r['total_ms'])}** | {sp} | {_mb(r.get('peak_bytes'))} | {_busy(r)} |"
             )
     lines += [
         "",
@@ -441,8 +445,8 @@ def markdown_tables(report: dict[str, Any]) -> str:
         "",
         "| preset | size | backend | "
         + " | ".join(INFER_PHASES)
-        + " | total | img/s | vs ref | post vs ref | dets | peak MB |",
-        "| --- | --- | --- |" + " ---: |" * (len(INFER_PHASES) + 6),
+        + " | total | img/s | vs ref | post vs ref | dets | peak MB | busy |",
+        "| --- | --- | --- |" + " ---: |" * (len(INFER_PHASES) + 7),
     ]
     for e in report["presets"]:
         size = f"{e['images']} img @ {e['scale'][0]}x{e['scale'][1]}"
@@ -455,7 +459,8 @@ def markdown_tables(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {e['preset']} | {size} | {b} | "
                 + " | ".join(cells)
-                + f" | **{_ms(r['total_ms'])}** | {ips:.1f} | {sp} | {psp} | {dets} | {_mb(r.get('peak_bytes'))} |"
+                + f" | **{_ms(r['total_ms'])}** | {ips:.1f} | {sp} | {psp} | {dets} | {_mb(r.get('peak_bytes'))}"
+                + f" | {_busy(r)} |"
             )
     pp = report.get("postprocess_100")
     if pp:
@@ -466,14 +471,14 @@ def markdown_tables(report: dict[str, Any]) -> str:
                 f"image at {pp['scale'][0]}x{pp['scale'][1]}; {pp['how']}):"
             ),
             "",
-            "| backend | postprocess ms | rle ms | total ms | postprocess vs ref | dets | peak MB |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| backend | postprocess ms | rle ms | total ms | postprocess vs ref | dets | peak MB | busy |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for b, r in pp["results"].items():
             sp = "" if b == REFERENCE else _x(pp["postprocess_speedup"].get(b))
             lines.append(
                 f"| {b} | {_ms(r['phases_ms']['postprocess'])} | {_ms(r['phases_ms']['rle'])} | "
-                f"{_ms(r['total_ms'])} | {sp} | {r['detections'][0]} | {_mb(r.get('peak_bytes'))} |"
+                f"{_ms(r['total_ms'])} | {sp} | {r['detections'][0]} | {_mb(r.get('peak_bytes'))} | {_busy(r)} |"
             )
     return "\n".join(lines)
 
@@ -523,6 +528,8 @@ NOTES = (
     "postprocess = point NMS .. paste (SPEC §9); rle = pycocotools RLE as solo.evaluation.coco_eval. Each phase is "
     "the median over the repeats, total the median of per-repeat totals (so phases need not add up exactly). "
     "peak MB: memory allocated above the level before one call (CUDA allocator statistics; CPU torch profiler). "
+    "busy: CPU cores used by other processes during the timed repeats (Linux); on a CPU, values well above 0 mean "
+    "inflated and uneven times (a starved thread stalls every multi-threaded op). "
     "Inference models have zeroed category/mask biases so that random weights give detections."
 )
 
