@@ -3,6 +3,7 @@
     python benchmarks/run.py                      # everything, cuda if available else cpu
     python benchmarks/run.py --device cpu --quick # smoke test: smallest size per op, short timings
     python benchmarks/run.py --ops dice_loss,decoupled_dice_loss --dtype bfloat16
+    python benchmarks/run.py --e2e [--quick]      # end-to-end: training step and inference by phase (benchmarks/e2e.py)
 
 For each case (op at a SOLO size, see ``benchmarks/_cases.py``), pass (fwd, fwd+bwd) and backend, it records the
 median time, the speed-ups over the eager reference and over torch.compile(reference), the achieved bandwidth
@@ -310,11 +311,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, help="seconds of timed calls per measurement (default 1.0, quick 0.1)")
     p.add_argument("--no-flush-l2", dest="flush_l2", action="store_false", help="CUDA: keep L2 warm between calls")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--e2e",
+        action="store_true",
+        help="run the end-to-end model benchmark instead (benchmarks/e2e.py; see --e2e --help for its options)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--e2e" in argv:  # the end-to-end benchmark has its own options (benchmarks/e2e.py)
+        from benchmarks import e2e
+
+        return e2e.main([a for a in argv if a != "--e2e"])
     args = parse_args(argv)
     t_start = time.perf_counter()
     if args.device == "cuda" and not torch.cuda.is_available():

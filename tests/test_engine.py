@@ -312,6 +312,31 @@ class _Oracle(torch.nn.Module):
         return out
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8])
+def test_predictions_to_coco_rle_matches_per_mask_encoding(dtype):
+    """The batched RLE (one transposing copy, one encode call per image) gives each mask's own RLE, for bool and
+    uint8 (any nonzero inside) masks, also non-contiguous ones; boxes are xywh."""
+    from pycocotools import mask as mask_util
+
+    from solo.evaluation.coco_eval import predictions_to_coco
+    from solo.models.detector import mask_boxes
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(4, 37, 53, generator=g) > 0.6
+    masks[2] = False  # an empty mask
+    m = masks.to(dtype) * (7 if dtype == torch.uint8 else 1)
+    m = torch.cat([m, m], 2)[:, :, ::2]  # non-contiguous: columns 0, 2, ... of the doubled masks
+    want_masks = torch.cat([masks, masks], 2)[:, :, ::2]
+    res = {"masks": m, "labels": torch.tensor([0, 1, 2, 0]), "scores": torch.rand(4, generator=g)}
+    res["boxes"] = mask_boxes(want_masks)
+    out = predictions_to_coco(res, 5, [10, 20, 30])
+    assert [o["category_id"] for o in out] == [10, 20, 30, 10]
+    for o, mk, box in zip(out, want_masks, res["boxes"].tolist()):
+        want = mask_util.encode(np.asfortranarray(mk.numpy().astype(np.uint8)))
+        assert o["segmentation"] == {"size": want["size"], "counts": want["counts"].decode("ascii")}
+        assert o["bbox"] == [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+
+
 def test_coco_eval_perfect_and_empty(tmp_path, capsys):
     from solo.evaluation import evaluate
 

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 __all__ = ["METRIC_NAMES", "coco_metrics", "evaluate", "format_table", "predictions_to_coco"]
@@ -32,7 +31,12 @@ def predictions_to_coco(result: dict, image_id: int, cat_ids) -> list[dict]:
     masks = result["masks"]
     if masks.shape[0] == 0:
         return []
-    m = np.asfortranarray(masks.detach().cpu().numpy().astype(np.uint8).transpose(1, 2, 0))
+    # pycocotools wants uint8 [H, W, N] in Fortran order, i.e. the bytes of a C-order [N, W, H] array: one transposing
+    # copy in torch, on the masks' device (bool is reinterpreted as uint8, no conversion pass), then a zero-copy
+    # numpy view, and one encode call for all the masks of the image.
+    m = masks.detach()
+    m = m.view(torch.uint8) if m.dtype == torch.bool else (m != 0).view(torch.uint8)
+    m = m.transpose(1, 2).contiguous().cpu().numpy().transpose(2, 1, 0)
     rles = mask_util.encode(m)
     labels = result["labels"].detach().cpu().tolist()
     scores = result["scores"].detach().float().cpu().tolist()
