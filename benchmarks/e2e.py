@@ -17,6 +17,11 @@ device: ``cpu`` on a CPU, ``cuda`` and ``triton`` on a GPU) it times
 - one inference, split into ``to_device``, ``preprocess``, ``network``, ``postprocess`` (point NMS to paste,
   SPEC §9) and ``rle`` (COCO RLE of the masks, as ``solo.evaluation.coco_eval.predictions_to_coco``).
 
+A further row per preset, ``<fused> + channels_last [+ bf16]``, runs what ``python -m solo.train`` runs by default
+for the synthetic presets: the fused ops on a channels_last model under bf16 autocast where the device computes bf16
+natively (``--no-setup`` drops it). The plain fused rows isolate the kernels (same precision and layout as the
+reference); this one shows what a user of the trainer gets over the reference setup.
+
 The phases come from :class:`solo.models.detector.PhaseTimer` (``model.timer``), which synchronises a CUDA device
 at phase boundaries only while it is set. Repeats of the backends are interleaved (reference, fused, reference,
 ...), so that a neighbour's load on a shared machine hits every backend alike; each phase is the median over the
@@ -340,6 +345,20 @@ def fused_backends(device: torch.device) -> tuple[list[str], dict[str, str]]:
     return solo_backends(device)
 
 
+def solo_setup(device: torch.device, backends: list[str], args) -> tuple[str, str, str] | None:
+    """(row label, backend, amp) of the configuration ``python -m solo.train`` uses by default on ``device`` for
+    the synthetic presets (the first fused backend, channels_last, bf16 autocast where the device computes bf16
+    natively), or None when there is no fused backend, ``--amp`` is set, or ``--no-setup``."""
+    from solo.engine.trainer import resolve_amp
+
+    fused = [b for b in backends if b != REFERENCE]
+    if not fused or args.amp != "off" or args.no_setup:
+        return None
+    amp = resolve_amp("auto", device)
+    label = f"{fused[0]} + channels_last" + ("" if amp == "off" else f" + {amp}")
+    return label, fused[0], amp
+
+
 def run_preset(preset: Preset, device, backends, args, log) -> dict[str, Any]:
     from solo.configs import get_config
 
@@ -361,6 +380,11 @@ def run_preset(preset: Preset, device, backends, args, log) -> dict[str, Any]:
         t0 = time.perf_counter()
         base = build(preset, device, train=mode == "train", seed=args.seed)
         runners = {b: Runner(mode, copy.deepcopy(base), b, inputs, device, args.amp, lr) for b in backends}
+        setup = solo_setup(device, backends, args)
+        if setup is not None:  # what `python -m solo.train` runs: the fused ops + channels_last (+ bf16 autocast)
+            label, backend, amp = setup
+            model = copy.deepcopy(base).to(memory_format=torch.channels_last)
+            runners[label] = Runner(mode, model, backend, inputs, device, amp, lr)
         del base
         res = measure(runners, args.warmup, args.reps, memory=not args.no_memory)
         entry[mode] = res
@@ -624,6 +648,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--backends", help="comma-separated subset of the backends (reference included by default)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
     p.add_argument("--no-postprocess", action="store_true", help="skip the 100-detection post-processing row")
+    p.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="skip the row of solo.train's default setup (fused ops + channels_last + bf16 autocast where native)",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

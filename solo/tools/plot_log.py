@@ -28,7 +28,8 @@ def read_log(path: str) -> tuple[list[dict], list[dict]]:
                 evals.append(rec)
             elif kind == "train":  # other records (e.g. "data_skipped") are not curves
                 train.append(rec)
-    return train, evals
+    # by iteration: a resumed run (or a merged log) may hold them out of order
+    return sorted(train, key=lambda r: r.get("iter", 0)), sorted(evals, key=lambda r: r.get("iter", 0))
 
 
 def plot_log(work_dir: str, out: str | None = None) -> str:
