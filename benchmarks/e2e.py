@@ -103,10 +103,18 @@ def preset_scale(preset: Preset, device: torch.device) -> tuple[int, int]:
     return preset.scales.get(device.type, preset.scales["cpu"])
 
 
-def build(preset: Preset, device: torch.device, train: bool, seed: int):
-    """The preset's model at the benchmark scale on ``device`` with seeded random weights. For inference the
-    category and mask-output biases are zeroed: an untrained model detects nothing (category prior 0.01 < score
-    threshold 0.1), with zero biases every stage of the post-processing has work."""
+INFER_CANDIDATES = 200  # category scores above score_thr per image (all levels and classes) of the inference models
+
+
+def build(preset: Preset, device: torch.device, train: bool, seed: int, images=None):
+    """The preset's model at the benchmark scale on ``device`` with seeded random weights.
+
+    For inference (``images`` given: the benchmark's inputs) the category output is calibrated so that the
+    random-weight model behaves like a trained one in the post-processing: an untrained model detects nothing
+    (category prior 0.01 < score_thr 0.1), a zero bias would make nearly every cell x class a candidate (hundreds
+    of thousands at 1333x800); here one bias, set from a forward pass on the inputs, puts about
+    :data:`INFER_CANDIDATES` scores per image above score_thr (before point NMS). The mask-output biases are
+    zeroed so that the masks are not empty."""
     from solo.configs import get_config
     from solo.models import build_model
 
@@ -116,11 +124,25 @@ def build(preset: Preset, device: torch.device, train: bool, seed: int):
         torch.manual_seed(seed)
         model = build_model(cfg)
     if not train:
+        cate = None
         with torch.no_grad():
             for name, mod in model.bbox_head.named_modules():
                 top = name.split(".")[0]
-                if (top.endswith("_cate") or "_ins_list" in top) and getattr(mod, "bias", None) is not None:
+                if top.endswith("_cate"):
+                    cate = mod
+                elif "_ins_list" in top and getattr(mod, "bias", None) is not None:
                     mod.bias.zero_()
+            if images is not None and cate is not None:
+                model.eval()
+                cate.bias.zero_()
+                batch = model.preprocess([im.float() for im in images])[0]
+                outs = model.forward_features(batch)
+                cates = outs[-2] if model.is_v2 else outs[-1]
+                logits = torch.cat([c.flatten(1) for c in cates], 1)  # [B, cells x classes]
+                k = min(INFER_CANDIDATES, logits.shape[1])
+                kth = logits.topk(k, dim=1).values[:, -1].median()
+                threshold = math.log(cfg.score_thr / (1 - cfg.score_thr))
+                cate.bias.fill_(float(threshold - kth) + 1e-3)
     return model.to(device).train(train)
 
 
@@ -378,7 +400,7 @@ def run_preset(preset: Preset, device, backends, args, log) -> dict[str, Any]:
     }
     for mode in ("train", "infer"):
         t0 = time.perf_counter()
-        base = build(preset, device, train=mode == "train", seed=args.seed)
+        base = build(preset, device, train=mode == "train", seed=args.seed, images=inputs[0])
         runners = {b: Runner(mode, copy.deepcopy(base), b, inputs, device, args.amp, lr) for b in backends}
         setup = solo_setup(device, backends, args)
         if setup is not None:  # what `python -m solo.train` runs: the fused ops + channels_last (+ bf16 autocast)
@@ -554,7 +576,8 @@ NOTES = (
     "peak MB: memory allocated above the level before one call (CUDA allocator statistics; CPU torch profiler). "
     "busy: CPU cores used by other processes during the timed repeats (Linux); on a CPU, values well above 0 mean "
     "inflated and uneven times (a starved thread stalls every multi-threaded op). "
-    "Inference models have zeroed category/mask biases so that random weights give detections."
+    f"Inference models: random weights with the category bias set so that about {INFER_CANDIDATES} scores per image "
+    "pass score_thr (a trained model's order), mask biases zeroed."
 )
 
 
