@@ -221,11 +221,24 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(out)
 
 
-def header_lines(report: dict[str, Any]) -> list[str]:
-    """Key/value lines describing the run (environment, ceilings, options, backends not run)."""
-    env, opts = report["environment"], report["options"]
-    bw = report.get("copy_bandwidth") or {}
-    lines = [
+def resolve_device(name: str | None, threads: int | None = None) -> torch.device | None:
+    """The device a benchmark runs on (``name`` or cuda when available, else cpu; CUDA with its index), after
+    setting torch's thread count to ``threads`` when given. None (and a message on stderr) when cuda is asked for
+    and there is none."""
+    if name == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+        return None
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    if threads:
+        torch.set_num_threads(threads)
+    return device
+
+
+def environment_lines(env: dict[str, Any]) -> list[str]:
+    """The environment part of a report's header: device, versions, threads, date and commit, command."""
+    return [
         f"device: {env['device_name']} ({env['device_tag']})",
         f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, python {env['python']}",
         (
@@ -237,6 +250,15 @@ def header_lines(report: dict[str, Any]) -> list[str]:
             f"{env.get('solo_ext')}"
         ),
         f"command: {env['command']}",
+    ]
+
+
+def header_lines(report: dict[str, Any]) -> list[str]:
+    """Key/value lines describing the run (environment, ceilings, options, backends not run)."""
+    env, opts = report["environment"], report["options"]
+    bw = report.get("copy_bandwidth") or {}
+    lines = [
+        *environment_lines(env),
         (
             f"dtype {opts['dtype']}, seed {opts['seed']}, quick={opts['quick']}, check={opts['check']}, "
             f"compile={opts['compile']}, timing {opts['timing']}"

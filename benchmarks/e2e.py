@@ -532,17 +532,7 @@ def markdown_tables(report: dict[str, Any]) -> str:
 def header_lines(report: dict[str, Any]) -> list[str]:
     env, opts = report["environment"], report["options"]
     lines = [
-        f"device: {env['device_name']} ({env['device_tag']})",
-        f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, python {env['python']}",
-        (
-            f"threads: {env['torch_threads']} torch intra-op of {env['cpu_count']} CPUs; "
-            f"load average at start {env['loadavg_at_start']}"
-        ),
-        (
-            f"date {env['date']}, commit {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}; "
-            f"{env.get('solo_ext')}"
-        ),
-        f"command: {env['command']}",
+        *_report.environment_lines(env),
         (
             f"backends: {', '.join(opts['backends'])}; amp {opts['amp']}; warm-up {opts['warmup']}, repeats "
             f"{opts['reps']} (interleaved across backends)"
@@ -697,14 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     t_start = time.perf_counter()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+    device = _report.resolve_device(args.device, args.threads)
+    if device is None:
         return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    if args.threads:
-        torch.set_num_threads(args.threads)
     names = args.presets.split(",") if args.presets else list(QUICK_PRESETS if args.quick else PRESETS)
     unknown = [n for n in names if n not in PRESETS]
     if unknown:

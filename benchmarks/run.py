@@ -327,14 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         return e2e.main([a for a in argv if a != "--e2e"])
     args = parse_args(argv)
     t_start = time.perf_counter()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+    device = _report.resolve_device(args.device, args.threads)
+    if device is None:
         return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     try:
         cases = _cases.select(args.ops.split(",") if args.ops else None, args.quick)
