@@ -12,27 +12,11 @@ from solo.models import SOLODetector, build_model
 from solo.models import detector as detector_mod
 from solo.models.detector import mask_boxes, rescale_size
 from solo.ops import available_backends
+from tests._model_helpers import small_cfg
 from tests.conftest import all_backend_params
 
 HEAD_TYPES = ("solo", "decoupled_solo", "decoupled_solo_light", "solov2", "solov2_light")
 TRITON_OK = available_backends("cpu")["triton"][0] and os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def small_cfg(head: str, **kw):
-    """R18, 32-channel towers, grids 8..3, 3 classes, images resized to fit 128 x 96."""
-    base = get_config(f"{head}_synthetic_r18").model
-    kw = {
-        "num_classes": 3,
-        "fpn_channels": 32,
-        "seg_feat_channels": 32,
-        "mask_feat_channels": 32,
-        "ins_out_channels": 32,
-        "num_grids": (8, 6, 5, 4, 3),
-        "train_scales": ((128, 96),),
-        "test_scale": (128, 96),
-        **kw,
-    }
-    return dataclasses.replace(base, **kw)
 
 
 def make_model(head: str, backend: str | None = None, seed: int = 0, **kw) -> SOLODetector:

@@ -1,7 +1,6 @@
 """Heads of solo.models (SOLO_SPEC.md §5, §11): CoordConv, ConvModule, output shapes, initialisation and the
 checkpoint key layout of the original code."""
 
-import dataclasses
 import math
 
 import pytest
@@ -19,22 +18,9 @@ from solo.models.heads import (
     coord_channels,
     with_coords,
 )
+from tests._model_helpers import small_cfg
 
 GRIDS = (8, 6, 5, 4, 3)
-
-
-def small_cfg(head: str, **kw):
-    base = get_config(f"{head}_synthetic_r18").model
-    kw = {
-        "num_classes": 3,
-        "fpn_channels": 32,
-        "seg_feat_channels": 32,
-        "mask_feat_channels": 32,
-        "ins_out_channels": 32,
-        "num_grids": GRIDS,
-        **kw,
-    }
-    return dataclasses.replace(base, **kw)
 
 
 def level_feats(b=2, c=32, h=12, w=16):
