@@ -233,9 +233,13 @@ def test_detector_keeps_backbone_frozen_through_train():
     build_model = pytest.importorskip("solo.models").__dict__.get("build_model")
     if build_model is None:
         pytest.skip("solo.models.build_model is not available yet")
-    model = build_model("solo_synthetic_r18").train()
+    model = build_model("solov2_light_448_r18_3x").train()  # a model-zoo preset: frozen stem + layer1, BN eval
     bb = model.backbone
     assert not bb.conv1.weight.requires_grad and not bb.layer1[1].conv2.weight.requires_grad
     assert bb.layer2[0].conv1.weight.requires_grad and bb.layer4[1].bn2.weight.requires_grad
     assert not any(m.training for m in bb.modules() if isinstance(m, nn.BatchNorm2d))
     assert bb.layer2.training and model.neck.training
+    # the synthetic presets train from scratch: nothing frozen, BatchNorm learns its statistics
+    scratch = build_model("solo_synthetic_r18").train()
+    assert all(p.requires_grad for p in scratch.parameters())
+    assert all(m.training for m in scratch.backbone.modules() if isinstance(m, nn.BatchNorm2d))
