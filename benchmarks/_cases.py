@@ -574,6 +574,11 @@ def _model_infer_check(out: list[dict[str, torch.Tensor]], inputs: Inputs) -> di
     return {"ok": ok, "max_rel_diff": worst_score, "flipped_pixels": flipped}
 
 
+def _model_weight_bytes(inputs: Inputs, _pass: str) -> int:
+    """The model cases' "traffic": the bytes of the weights (read at least once per call)."""
+    return sum(p.numel() * p.element_size() for p in inputs["model"].parameters())
+
+
 def _register_model(preset: str) -> None:
     params = {"images": "2 (480x640, 427x640)", "scale": MODEL_SCALES, "instances/image": MODEL_INSTANCES}
     why = "a whole detector with data-dependent post-processing: compile time dominates (ops are compared above)"
@@ -585,7 +590,7 @@ def _register_model(preset: str) -> None:
             reference=lambda model, images, targets: _model_train_step(model, images, targets, "reference"),
             solo=_model_train_step,
             grad_inputs=(),
-            traffic=lambda inp, _pass: sum(p.numel() * p.element_size() for p in inp["model"].parameters()),
+            traffic=_model_weight_bytes,
             params={**params, "pass": "forward + backward of the losses"},
             no_compile=why,
         )
@@ -598,7 +603,7 @@ def _register_model(preset: str) -> None:
             reference=lambda model, images, targets: _model_infer(model, images, targets, "reference"),
             solo=_model_infer,
             grad_inputs=(),
-            traffic=lambda inp, _pass: sum(p.numel() * p.element_size() for p in inp["model"].parameters()),
+            traffic=_model_weight_bytes,
             params={**params, "pass": "preprocess, network, SPEC §9 post-processing"},
             check=_model_infer_check,
             no_compile=why,

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -330,16 +331,27 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(report: dict[str, Any], out_dir: Path, update_latest: bool, suffix: str = "") -> list[Path]:
-    """Write ``<tag>-<date><suffix>.json`` and ``.md`` under ``out_dir`` (and copy them to
-    ``latest-<device><suffix>.*`` when ``update_latest``). Returns the paths written."""
+def write_reports(
+    report: dict[str, Any],
+    out_dir: Path,
+    update_latest: bool,
+    suffix: str = "",
+    render: Callable[[dict[str, Any]], str] = markdown,
+    extra: dict[str, Callable[[dict[str, Any], Path], None]] | None = None,
+) -> list[Path]:
+    """Write ``<tag>-<date><suffix>.json`` and ``.md`` (``render(report)``, by default the op benchmark's markdown)
+    under ``out_dir``, plus ``<...><suffix><ext>`` by ``writer(report, path)`` for each of ``extra``, and copy them
+    to ``latest-<device><suffix>.*`` when ``update_latest``. Returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     env = report["environment"]
     stamp = _dt.datetime.fromisoformat(env["date"]).strftime("%Y%m%d-%H%M%S")
-    base = out_dir / f"{env['device_tag']}-{stamp}{suffix}"
-    paths = [base.with_suffix(".json"), base.with_suffix(".md")]
+    base = f"{env['device_tag']}-{stamp}{suffix}"
+    paths = [out_dir / f"{base}.json", out_dir / f"{base}.md"]
     paths[0].write_text(json.dumps(report, indent=1, default=str) + "\n")
-    paths[1].write_text(markdown(report))
+    paths[1].write_text(render(report))
+    for ext, writer in (extra or {}).items():
+        paths.append(out_dir / f"{base}{ext}")
+        writer(report, paths[-1])
     if update_latest:
         for p in list(paths):
             dst = out_dir / f"latest-{env['device']}{suffix}{p.suffix}"

@@ -41,10 +41,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime as _dt
 import gc
 import math
-import shutil
 import statistics
 import sys
 import time
@@ -620,25 +618,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(report: dict[str, Any], out_dir: Path, update_latest: bool, suffix: str) -> list[Path]:
-    import json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = report["environment"]
-    stamp = _dt.datetime.fromisoformat(env["date"]).strftime("%Y%m%d-%H%M%S")
-    base = out_dir / f"{env['device_tag']}-{stamp}-e2e{suffix}"
-    paths = [Path(f"{base}.json"), Path(f"{base}.md"), Path(f"{base}.png")]
-    paths[0].write_text(json.dumps(report, indent=1, default=str) + "\n")
-    paths[1].write_text(markdown(report))
-    plot(report, paths[2])
-    if update_latest:
-        for p in list(paths):
-            dst = out_dir / f"latest-{env['device']}-e2e{suffix}{p.suffix}"
-            shutil.copyfile(p, dst)
-            paths.append(dst)
-    return paths
-
-
 # --- main -----------------------------------------------------------------------------------------------------
 
 
@@ -745,7 +724,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_tables(report))
     complete = not args.quick and not args.presets and not args.backends and args.amp == "off"
     suffix = ("" if args.amp == "off" else f"-{args.amp}") + ("-quick" if args.quick else "")
-    paths = write_reports(report, args.out, update_latest=complete, suffix=suffix)
+    paths = _report.write_reports(
+        report, args.out, update_latest=complete, suffix="-e2e" + suffix, render=markdown, extra={".png": plot}
+    )
     print(f"\nwall time {report['wall_s']} s; wrote " + ", ".join(str(p) for p in paths))
     return 0
 

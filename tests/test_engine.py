@@ -33,6 +33,16 @@ def _model(cfg, seed=0):
     return build_model(cfg)
 
 
+def _subprocess_env(tmp_path) -> dict:
+    """Environment of a ``python -m solo.train`` subprocess: its own dataset cache, one thread, this checkout."""
+    return dict(
+        os.environ,
+        SOLO_CACHE=str(tmp_path / "cache"),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+
+
 def _same_state(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -202,12 +212,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     """``python -m solo.train`` (synthetic data, a data-loader worker) killed with SIGKILL mid-epoch, then resumed
     with ``--resume``, ends with the same weights as an uninterrupted run (bit for bit; ~16 s on 2 cores)."""
     pytest.importorskip("solo.data")
-    env = dict(
-        os.environ,
-        SOLO_CACHE=str(tmp_path / "cache"),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
+    env = _subprocess_env(tmp_path)
     # 6 training images, batch 2: 3 iterations per epoch; 7 iterations end mid-epoch 3
     args = [
         "--max-iters",
@@ -441,12 +446,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     """torchrun --nproc_per_node=2 (gloo on the CPU): trains 2 iterations, checkpoints (rank 0) and evaluates."""
     pytest.importorskip("solo.data")
     wd = tmp_path / "wd"
-    env = dict(
-        os.environ,
-        SOLO_CACHE=str(tmp_path / "cache"),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
+    env = _subprocess_env(tmp_path)
     cmd = [
         sys.executable,
         "-m",

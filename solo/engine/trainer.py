@@ -249,7 +249,6 @@ class Trainer:
         self.iter = 0  # global iterations done
         self.epoch = 0  # current (0-based) epoch
         self.skipped_steps = 0
-        self.data_skipped = 0  # dataset entries this rank dropped from batches (corrupt images, no valid annotation)
         # What the data loaders skipped, by reason, summed over ranks (synchronised at epoch ends and checkpoints;
         # saved in checkpoints, so a resumed run keeps counting): the total and the total at the epoch's start.
         self.data_skip_reasons: Counter = Counter()
@@ -454,7 +453,6 @@ class Trainer:
                     if self.iter >= self.max_iters:
                         break
                     images, targets = batch
-                    self.data_skipped += int(getattr(batch, "skipped", 0))
                     self._skip_local.update(getattr(batch, "reasons", None) or {})
                     self._call("before_step")
                     self.step_t0 = time.perf_counter()
