@@ -1,4 +1,9 @@
-"""Build of solo and its one C++ extension, ``solo._C``.
+"""The extension build of solo: ``solo._C`` (C++ CPU kernels, plus the CUDA kernels when CUDA is present).
+
+Metadata lives in pyproject.toml; this file builds the extension and states the one dependency that depends on the
+build: the wheel requires exactly the torch release it was compiled against (torch has no stable C++ ABI), the
+way torchvision's wheels do. It also records that release in ``solo/_build_info.py``, which ``import solo`` compares
+with the torch it finds before loading the extension.
 
 Environment switches (all optional):
   SOLO_NO_EXT=1          install pure Python (the reference and Triton backends still work)
@@ -6,9 +11,10 @@ Environment switches (all optional):
   TORCH_CUDA_ARCH_LIST   CUDA architectures; default 7.5 8.0 8.6 8.9 9.0+PTX (and 7.0 with CUDA < 13)
   CUDA_HOME              CUDA toolkit root; found from nvcc on the PATH otherwise
   SOLO_DEBUG=1           -O0 -g instead of -O3
+  SOLO_BUILD_TORCH       torch requirement of an isolated build (see _build/solo_build_backend.py)
 
-Install with ``pip install --no-build-isolation .``: the build needs the torch you already have, and an isolated
-build environment would download a different (multi-GB) torch.
+``pip install .`` builds in an isolated environment with the right torch (the in-tree backend chooses it);
+``pip install --no-build-isolation .`` builds against the torch that is installed.
 """
 
 import glob
@@ -18,7 +24,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,10 +70,56 @@ def nvcc_version(cuda_home):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+# What every install needs besides torch (whose requirement depends on the build: see torch_requirement).
+RUNTIME_REQUIREMENTS = ["numpy>=1.24", "pycocotools>=2.0.7", "pillow>=10", "tqdm>=4.66"]
+# A pure-Python install (SOLO_NO_EXT=1) runs with any torch that has the APIs solo uses.
+PURE_PYTHON_TORCH = "torch>=2.4"
+BUILD_INFO = os.path.join(ROOT, "solo", "_build_info.py")
+
+
+def public_version(version: str) -> str:
+    """``2.13.0+cpu`` -> ``2.13.0``: the release, without the local build label (CPU / CUDA variant)."""
+    return version.split("+", 1)[0]
+
+
+def write_build_info(torch_mod, with_cuda: bool, arch_list) -> None:
+    """Record what solo._C is compiled against; solo/ops/_ext.py checks it before loading the library."""
+    text = (
+        '"""Written by setup.py when solo._C was built: what the extension is compiled against."""\n\n'
+        f"TORCH_VERSION = {torch_mod.__version__!r}\n"
+        f"TORCH_CUDA = {torch_mod.version.cuda!r}\n"
+        f"WITH_CUDA = {with_cuda!r}\n"
+        f"CUDA_ARCH_LIST = {arch_list!r}\n"
+        f"SOURCE_DIR = {ROOT!r}\n"
+    )
+    old = None
+    if os.path.exists(BUILD_INFO):
+        with open(BUILD_INFO) as f:
+            old = f.read()
+    if old != text:  # unchanged content keeps its timestamp (no needless rebuilds of an editable install)
+        with open(BUILD_INFO + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(BUILD_INFO + ".tmp", BUILD_INFO)
+
+
+def building_sdist_only() -> bool:
+    """True for the source-distribution command, which packs sources and needs no torch."""
+    return "sdist" in sys.argv[1:] and "bdist_wheel" not in sys.argv[1:] and "build_ext" not in sys.argv[1:]
+
+
 def extensions():
+    """(ext_modules, cmdclass, torch requirement of the wheel)."""
     if env_flag("SOLO_NO_EXT"):
         print("solo setup: SOLO_NO_EXT=1 -> pure-Python install (no solo._C)")
-        return [], {}
+        if os.path.exists(BUILD_INFO):
+            os.remove(BUILD_INFO)
+        return [], {}, PURE_PYTHON_TORCH
+    if building_sdist_only():
+        return [], {}, PURE_PYTHON_TORCH
+    if os.environ.get("SOLO_REQUIREMENTS_ONLY"):
+        # the build backend asking for the build requirements: torch is not installed yet; the value is the torch
+        # requirement the build will use (_build/solo_build_backend.py), and so the one the wheel will pin
+        return [], {}, os.environ["SOLO_REQUIREMENTS_ONLY"]
     cuda_home = find_cuda_home()
     if cuda_home:
         # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
@@ -77,8 +129,9 @@ def extensions():
         from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     except ImportError as e:
         sys.exit(
-            f"solo setup: torch is needed to build solo._C ({e}). Install torch first, then "
-            "`pip install --no-build-isolation .` (or SOLO_NO_EXT=1 for a pure-Python install)."
+            f"solo setup: torch is needed to build solo._C ({e}). `pip install .` installs it for the build; "
+            "with --no-build-isolation install torch first (e.g. `pip install torch`), or set SOLO_NO_EXT=1 for a "
+            "pure-Python install."
         )
 
     force_cuda = env_flag("SOLO_FORCE_CUDA")
@@ -132,6 +185,7 @@ def extensions():
         f"  optimisation   {' '.join(opt)}\n"
         f"  sources        {len(sources)} files"
     )
+    write_build_info(torch, with_cuda, arch_list)
     ext = ext_cls(
         name="solo._C",
         sources=sources,
@@ -140,20 +194,33 @@ def extensions():
         extra_compile_args=extra,
         extra_link_args=["-fopenmp"],
     )
-    return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
+    build_ext = BuildExtension.with_options(no_python_abi_suffix=False)
+
+    class BuildExtAlsoInSource(build_ext):
+        """Also places the built library in the source tree's solo/ (as an editable install does), so that running
+        ``python -m solo.train`` from the source folder after ``pip install .`` -- where Python imports the source
+        tree's solo, not the installed one -- uses the extension instead of silently falling back to the
+        reference ops. The copy is the same file, built for the same torch (checked at import)."""
+
+        def run(self):
+            super().run()
+            if self.inplace:
+                return
+            for ext_ in self.extensions:
+                built = self.get_ext_fullpath(ext_.name)
+                dest = os.path.join(ROOT, *ext_.name.split(".")[:-1], os.path.basename(built))
+                if os.path.isdir(os.path.dirname(dest)) and os.path.abspath(built) != os.path.abspath(dest):
+                    shutil.copyfile(built, dest + ".tmp")
+                    os.replace(dest + ".tmp", dest)
+                    print(f"solo setup: also placed {os.path.relpath(dest, ROOT)} in the source tree")
+
+    return [ext], {"build_ext": BuildExtAlsoInSource}, f"torch=={public_version(torch.__version__)}"
 
 
-ext_modules, cmdclass = extensions()
+ext_modules, cmdclass, torch_requirement = extensions()
 
 setup(
-    name="solo",
-    version="0.1.0",
-    description="Fast, faithful SOLO / Decoupled SOLO / SOLOv2 instance segmentation with fused kernels",
-    packages=find_packages(include=["solo", "solo.*"]),
-    python_requires=">=3.9",
-    install_requires=["torch>=2.4", "numpy"],
-    extras_require={"triton": ["triton"], "test": ["pytest", "hypothesis", "expecttest"]},
+    install_requires=[torch_requirement, *RUNTIME_REQUIREMENTS],
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    zip_safe=False,
 )

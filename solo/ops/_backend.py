@@ -13,6 +13,7 @@ CUDA, else reference. A backend asked for explicitly that cannot run raises ``Ru
 from __future__ import annotations
 
 import os
+
 import torch
 
 from solo.ops import _ext
@@ -23,7 +24,7 @@ _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "referenc
 
 def _triton_status() -> tuple[bool, str]:
     try:
-        import triton  # noqa: F401
+        import triton
     except Exception as e:  # ImportError, or a broken installation
         return False, f"triton is not installed ({type(e).__name__}: {e})"
     return True, f"triton {triton.__version__}"
@@ -57,7 +58,13 @@ def backend_status(name: str, device: torch.device | str | None = None) -> tuple
         if not _ext.has_ext():
             return False, _ext.EXT_ERROR or "solo._C is missing"
         if not _ext.has_cuda_kernels():
-            return False, "solo._C was built without CUDA kernels (CPU-only torch or no nvcc at build time)"
+            built = getattr(_ext.BUILD_INFO, "TORCH_VERSION", None)
+            return False, (
+                "solo._C was built without CUDA kernels"
+                + (f" (against torch {built})" if built else "")
+                + ": a CPU-only torch or no nvcc at build time; rebuild with a CUDA torch and nvcc: "
+                + _ext.rebuild_command(getattr(_ext.BUILD_INFO, "SOURCE_DIR", None))
+            )
         if dev not in (None, "cuda"):
             return False, f"the cuda backend runs on CUDA tensors, not {dev}"
         if not torch.cuda.is_available():

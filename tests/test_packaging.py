@@ -1,0 +1,199 @@
+"""Packaging: the build backend's torch choice, the extension/torch version check at import, the metadata, and the
+README's two commands that CI runs."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+from importlib import metadata
+
+import pytest
+import torch
+
+from solo.ops import _ext
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_module(path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    monkeypatch.delenv("SOLO_BUILD_TORCH", raising=False)
+    monkeypatch.delenv("SOLO_NO_EXT", raising=False)
+    return _load_module(os.path.join(ROOT, "_build", "solo_build_backend.py"), "solo_build_backend_under_test")
+
+
+def _fake_site(tmp_path, dist_name: str | None, version: str = ""):
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    if dist_name:
+        info = site / f"{dist_name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
+    return [str(site)]
+
+
+def test_build_backend_builds_against_the_installed_torch(backend, tmp_path, monkeypatch):
+    site = _fake_site(tmp_path, "torch", "9.8.7+cu999")
+    monkeypatch.setattr(backend, "_target_site_dirs", lambda: site)
+    assert backend.installed_torch_version() == "9.8.7"
+    assert backend.torch_requirement() == "torch==9.8.7"  # the local label is dropped: any variant of the release
+    assert backend._with_torch(["wheel"]) == ["wheel", "torch==9.8.7"]
+
+
+def test_build_backend_fresh_environment_and_overrides(backend, tmp_path, monkeypatch):
+    site = _fake_site(tmp_path, "numpy", "2.0.0")
+    monkeypatch.setattr(backend, "_target_site_dirs", lambda: site)
+    assert backend.installed_torch_version() is None
+    assert backend.torch_requirement() == backend.DEFAULT_TORCH
+    assert backend.DEFAULT_TORCH.startswith("torch==")
+    monkeypatch.setenv("SOLO_BUILD_TORCH", "2.14.1")
+    assert backend.torch_requirement() == "torch==2.14.1"
+    monkeypatch.setenv("SOLO_BUILD_TORCH", "torch>=2.5,<3")
+    assert backend.torch_requirement() == "torch>=2.5,<3"
+    monkeypatch.setenv("SOLO_NO_EXT", "1")  # pure Python: nothing to compile, no torch in the build environment
+    assert backend._with_torch(["wheel"]) == ["wheel"]
+
+
+def test_build_backend_sees_this_environment(backend):
+    """Without isolation tricks the target environment is this one: it finds the torch that runs these tests."""
+    assert backend.installed_torch_version() == torch.__version__.split("+")[0]
+
+
+def test_build_mismatch_decision():
+    info = types.SimpleNamespace(TORCH_VERSION="2.13.0+cpu", SOURCE_DIR="/nowhere/solo")
+    msg = _ext.build_mismatch(info, "2.14.1+cu130")
+    assert msg is not None
+    assert "built for torch 2.13.0+cpu" in msg and "torch 2.14.1+cu130 is installed" in msg
+    assert "pip install --no-build-isolation" in msg and "pip install torch==2.13.0" in msg
+    assert _ext.build_mismatch(info, "2.13.0+cu130") is None  # same release, other variant: same C++ ABI
+    assert _ext.build_mismatch(info, "2.13.0") is None
+    assert _ext.build_mismatch(None, "2.14.1") is None  # no record: try to load, report what loading says
+    assert _ext.build_mismatch(types.SimpleNamespace(), "2.14.1") is None
+
+
+_PROBE = textwrap.dedent(
+    """
+    import sys, warnings
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        import solo
+    import torch
+    import solo.ops
+    from solo.ops import reference
+    ok, why = solo.ops.available_backends("cpu")["cpu"]
+    print("LOADED", "solo._C" in sys.modules, ok)
+    print("WHY", why)
+    print("WARN", " | ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(37, 5, generator=g), torch.randint(-1, 6, (37,), generator=g)
+    a = solo.ops.sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0, reduction="sum")
+    b = solo.ops.sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0, reduction="sum", backend="reference")
+    print("SAME", bool(torch.allclose(a, b, rtol=1e-5, atol=1e-6)))
+    """
+)
+
+
+def _copy_package(tmp_path, torch_version: str | None):
+    """A copy of the solo package (with its built library) whose build record says ``torch_version``."""
+    dst = tmp_path / "pkg" / "solo"
+    shutil.copytree(
+        os.path.dirname(_ext.__file__).rsplit(os.sep, 1)[0], dst, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    if torch_version is not None:
+        (dst / "_build_info.py").write_text(
+            f"TORCH_VERSION = {torch_version!r}\nTORCH_CUDA = None\nWITH_CUDA = False\nCUDA_ARCH_LIST = None\n"
+            f"SOURCE_DIR = {ROOT!r}\n"
+        )
+    return dst.parent
+
+
+def _probe(pkg_dir) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(pkg_dir)}
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        check=False,
+        cwd=str(pkg_dir),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in r.stdout.splitlines() if " " in line}
+
+
+@pytest.mark.needs_ext
+def test_extension_for_another_torch_is_explained_and_not_loaded(tmp_path):
+    if not _ext.has_ext():
+        pytest.skip(f"needs the compiled extension: {_ext.EXT_ERROR}")
+    other = "1.99.0+cpu"
+    out = _probe(_copy_package(tmp_path / "other", other))
+    assert out["LOADED"] == "False False"  # not even loaded: a library for another torch may crash the process
+    for text in (out["WHY"], out["WARN"]):
+        assert f"built for torch {other}" in text and f"torch {torch.__version__} is installed" in text
+        assert f"pip install --no-build-isolation --no-deps --force-reinstall {ROOT}" in text
+    assert out["SAME"] == "True"  # the ops still work, on the reference
+
+    # the same copy with the true record loads the library (so the check above can fail)
+    out = _probe(_copy_package(tmp_path / "same", torch.__version__))
+    assert out["LOADED"] == "True True" and out["WARN"] == "" and out["SAME"] == "True"
+
+
+def test_pyproject_metadata_and_runtime_requirements():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["name"] == "solo"
+    assert set(project["dynamic"]) == {"version", "dependencies"}
+    assert {"test", "triton", "plot", "dev"} <= set(project["optional-dependencies"])
+    # setup.py states the runtime dependencies besides torch; read them without running it
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    runtime = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "RUNTIME_REQUIREMENTS"
+    )
+    names = {r.split(">")[0].split("=")[0] for r in runtime}
+    assert {"numpy", "pycocotools", "pillow", "tqdm"} <= names
+
+
+def test_installed_metadata_pins_the_build_torch():
+    if _ext.BUILD_INFO is None:
+        pytest.skip("solo is not installed from a build of solo._C here (pure-Python install)")
+    try:
+        requires = metadata.requires("solo") or []
+    except metadata.PackageNotFoundError:
+        pytest.skip("solo is run from a source tree that is not installed")
+    built = _ext.BUILD_INFO.TORCH_VERSION.split("+")[0]
+    assert f"torch=={built}" in requires, requires
+    assert any(r.startswith("pycocotools") for r in requires)
+
+
+def test_readme_two_commands_are_what_ci_runs():
+    mod = _load_module(os.path.join(ROOT, ".ci", "readme_commands.py"), "readme_commands_under_test")
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        commands = mod.readme_commands(f.read())
+    assert len(commands) == 2
+    assert commands[0].startswith("pip install . ") and commands[0].endswith("python -m solo.train")
+    assert '".[test]"' in commands[1] and commands[1].endswith("python -m pytest -q")
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        assert "readme_commands.py README.md" in f.read()
+    with pytest.raises(ValueError, match="two commands"):
+        mod.readme_commands("# README\nno such section\n")
