@@ -197,3 +197,18 @@ def test_readme_two_commands_are_what_ci_runs():
         assert "readme_commands.py README.md" in f.read()
     with pytest.raises(ValueError, match="two commands"):
         mod.readme_commands("# README\nno such section\n")
+
+
+def test_collect_env_reports_build_and_backends():
+    r = subprocess.run(
+        [sys.executable, "-m", "solo.collect_env"], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    torch_row = next(line for line in out.splitlines() if line.split()[0] == "torch")
+    assert torch_row.split()[1] == torch.__version__
+    loaded = next(line for line in out.splitlines() if line.startswith("solo._C loaded"))
+    assert loaded.split()[2] == ("yes" if _ext.has_ext() else "no:")
+    for name in ("reference", "cpu", "cuda", "triton"):
+        assert any(line.startswith(f"backend {name} ") for line in out.splitlines()), out
+    assert "usable: pure PyTorch" in out
