@@ -180,17 +180,23 @@ def convert(
 
 
 def _load_checkpoint(path: str, trust: bool) -> dict[str, Any]:
+    """The input checkpoint as a dict; SystemExit naming ``path`` and the reason (empty, truncated, not a
+    checkpoint, refused by ``weights_only``) when it cannot be read."""
+    from solo.engine.checkpoint import describe_load_error
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: input checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as e:  # an mmcv meta with objects the safe unpickler refuses
-        if trust:
-            raise
-        raise SystemExit(
-            f"error: {path} could not be read with torch.load(weights_only=True): {e}\n"
-            "If you trust this file, run again with --trust to unpickle it fully."
-        ) from e
+    except Exception as e:  # torch's exceptions do not say what is wrong with the file; describe_load_error does
+        reason = describe_load_error(path, e)
+        hint = ""
+        if not trust and "weights_only" in reason:
+            # official mmcv checkpoints may pickle numpy scalars or config objects in their meta
+            hint = "\nIf you trust this file, run again with --trust to unpickle it fully (weights_only=False)."
+        raise SystemExit(f"error: cannot read input checkpoint {path}: {reason}{hint}") from e
     if not isinstance(obj, dict):
-        raise SystemExit(f"error: {path} holds a {type(obj).__name__}, not a checkpoint dict")
+        raise SystemExit(f"error: input checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
 
 
