@@ -24,6 +24,7 @@ from solo.engine.checkpoint import (
     find_latest,
     load_checkpoint,
     load_first_loadable,
+    pointer_problem,
     resume_candidates,
     save_checkpoint,
 )
@@ -121,6 +122,12 @@ def test_candidates_fallback_and_all_bad(tmp_path):
     assert path == paths[1] and ckpt["iter"] == iters[1]
     assert [p for p, _ in skipped] == [paths[3], paths[2]]
     assert all(ph in r for ph, (_, r) in zip(phrases, skipped))
+    # a pointer cut in half names no file: said, and the newest file is tried first
+    name = os.path.basename(paths[3])
+    with open(tmp_path / "latest", "w") as f:
+        f.write(name[: len(name) // 2])
+    assert f"names {name[: len(name) // 2]!r}, which does not exist" in pointer_problem(str(tmp_path))
+    assert resume_candidates(str(tmp_path)) == sorted(paths, key=os.path.getmtime, reverse=True)
     # a damaged pointer (binary junk) is ignored, not a UnicodeDecodeError
     with open(tmp_path / "latest", "wb") as f:
         f.write(rng.randbytes(32))
@@ -214,9 +221,11 @@ def test_cli_resume_checkpoint_and_eval(tmp_path, monkeypatch, capsys):
     # --resume (no path): final.pth truncated, iter_0000003.pth random bytes -> falls back to epoch_0001 (iter 2)
     p1 = CORRUPTIONS["truncated"](str(wd / "final.pth"), rng)
     p2 = CORRUPTIONS["random"](str(wd / "iter_0000003.pth"), rng)
+    (wd / "latest").write_text("fina")  # the pointer cut in half as well
     capsys.readouterr()
     main(["--max-iters", "4", "--no-eval", "--resume", "--work-dir", str(wd)] + _TINY_ARGS)
     out, err = capsys.readouterr()
+    assert f"--resume: {wd / 'latest'} names 'fina', which does not exist" in err
     assert f"--resume: skipping {wd / 'final.pth'}: {p1}" in err
     assert f"--resume: skipping {wd / 'iter_0000003.pth'}: {p2}" in err
     assert f"resumed from {wd / 'epoch_0001.pth'} at iteration 2" in out

@@ -30,6 +30,7 @@ __all__ = [
     "find_latest",
     "load_checkpoint",
     "load_first_loadable",
+    "pointer_problem",
     "restore_rng_state",
     "resume_candidates",
     "save_checkpoint",
@@ -288,6 +289,18 @@ def find_latest(work_dir: str) -> str | None:
         return None
     pths = [os.path.join(work_dir, n) for n in os.listdir(work_dir) if n.endswith(".pth") and not n.startswith(".")]
     return max(pths, key=os.path.getmtime) if pths else None
+
+
+def pointer_problem(work_dir: str) -> str | None:
+    """Why ``<work_dir>/latest`` cannot be followed (it names no existing file), or None when it can or is absent."""
+    name = _read_pointer(work_dir)
+    if name is None:
+        return None
+    if not name:
+        return f"{os.path.join(work_dir, LATEST_NAME)} is empty"
+    if not os.path.isfile(os.path.join(work_dir, name)):
+        return f"{os.path.join(work_dir, LATEST_NAME)} names {name!r}, which does not exist (a damaged pointer?)"
+    return None
 
 
 def resume_candidates(work_dir: str) -> list[str]:

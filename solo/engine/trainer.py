@@ -27,7 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from solo.engine.checkpoint import load_first_loadable, restore_rng_state, resume_candidates, save_checkpoint
+from solo.engine.checkpoint import (
+    load_first_loadable,
+    pointer_problem,
+    restore_rng_state,
+    resume_candidates,
+    save_checkpoint,
+)
 
 __all__ = [
     "HookBase",
@@ -331,6 +337,9 @@ class Trainer:
             if not self._any(candidates):
                 return False
             path, ckpt, skipped = load_first_loadable(candidates, require=require)
+            problem = pointer_problem(self.work_dir) if self.is_main else None
+            if problem:
+                print(f"--resume: {problem}; taking the newest checkpoint instead", file=sys.stderr, flush=True)
             if skipped and self.is_main:
                 for bad, reason in skipped:
                     print(f"--resume: skipping {bad}: {reason}", file=sys.stderr, flush=True)
