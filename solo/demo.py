@@ -76,13 +76,16 @@ def main(argv=None) -> list[str]:
     from pycocotools import mask as mask_util
 
     from solo.configs import get_config
-    from solo.engine.checkpoint import load_checkpoint
+    from solo.engine.checkpoint import CheckpointReadError, load_checkpoint
     from solo.models import build_model
     from solo.train import config_from_dict
 
     if not os.path.exists(args.checkpoint):
         raise SystemExit(f"--checkpoint {args.checkpoint!r} does not exist")
-    ckpt = load_checkpoint(args.checkpoint)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+    except CheckpointReadError as e:  # names the file and why (truncated, empty, not a checkpoint ...)
+        raise SystemExit(f"--checkpoint: {e}") from None
     state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
     if args.config is not None:
         cfg = get_config(args.config)

@@ -297,7 +297,7 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
     metrics (None when evaluation is off)."""
     prog = "python -m solo.eval" if eval_only else "python -m solo.train"
     args = build_parser(prog, eval_only=eval_only).parse_args(argv)
-    from solo.engine.checkpoint import find_latest, load_checkpoint
+    from solo.engine.checkpoint import CheckpointReadError, find_latest, load_first_loadable
     from solo.models import build_model
 
     for name in ("batch_size", "workers", "epochs", "max_iters"):
@@ -307,15 +307,23 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
     rank, world, device = _init_distributed(args)
     try:
         ckpt = None
+        # The file named (or a folder's latest) and no other: weights to evaluate or to start from are the user's
+        # choice, so an unreadable one is an error naming it and the reason, not a silent fallback. Every rank
+        # loads it and they agree (load_first_loadable), so one rank failing stops them all.
+        ckpt_path = None
         if args.checkpoint is not None:
-            path = args.checkpoint
-            if os.path.isdir(path):
-                path = find_latest(path) or path
-            if not os.path.exists(path):
+            ckpt_path = args.checkpoint
+            if os.path.isdir(ckpt_path):
+                ckpt_path = find_latest(ckpt_path) or ckpt_path
+            if not os.path.exists(ckpt_path):
                 raise SystemExit(f"--checkpoint {args.checkpoint!r} does not exist")
-            ckpt = load_checkpoint(path)
         elif args.eval_only and args.work_dir is not None and find_latest(args.work_dir):
-            ckpt = load_checkpoint(find_latest(args.work_dir))
+            ckpt_path = find_latest(args.work_dir)
+        if ckpt_path is not None:
+            try:
+                ckpt = load_first_loadable([ckpt_path])[1]
+            except CheckpointReadError as e:
+                raise SystemExit(f"--checkpoint: {e}") from None
         if args.eval_only and ckpt is None:
             raise SystemExit("--eval-only needs --checkpoint (or a --work-dir with a checkpoint)")
         ckpt_cfg = ckpt.get("config") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
@@ -395,6 +403,8 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
             trainer.train(resume=args.resume)
         except FloatingPointError as e:
             raise SystemExit(f"error: {e}") from None
+        except CheckpointReadError as e:  # --resume: the file named, or every checkpoint of the work dir
+            raise SystemExit(f"--resume: {e}") from None
         if rank == 0:
             print(
                 f"data skipped: when indexing the annotations: {format_counts(index_skips)}; when loading "

@@ -70,35 +70,43 @@ def _tower(prefix: str, n: int, first_in: int, ch: int) -> dict[str, tuple[int, 
     return d
 
 
-def solo_head(num_classes: int = 80) -> dict[str, tuple[int, ...]]:
-    """SPEC §11.3 (54 tensors)."""
-    d = _tower("ins_convs", 7, 258, 256) | _tower("cate_convs", 7, 256, 256)
-    for i, s in enumerate(GRIDS):
-        d[f"solo_ins_list.{i}.weight"] = (s * s, 256, 1, 1)
+def solo_head(
+    num_classes: int = 80, grids=GRIDS, fpn: int = 256, stacked: int = 7, ch: int = 256
+) -> dict[str, tuple[int, ...]]:
+    """SPEC §11.3 (54 tensors for R50)."""
+    d = _tower("ins_convs", stacked, fpn + 2, ch) | _tower("cate_convs", stacked, fpn, ch)
+    for i, s in enumerate(grids):
+        d[f"solo_ins_list.{i}.weight"] = (s * s, ch, 1, 1)
         d[f"solo_ins_list.{i}.bias"] = (s * s,)
-    d["solo_cate.weight"] = (num_classes, 256, 3, 3)
+    d["solo_cate.weight"] = (num_classes, ch, 3, 3)
     d["solo_cate.bias"] = (num_classes,)
     return d
 
 
-def decoupled_solo_head(num_classes: int = 80) -> dict[str, tuple[int, ...]]:
-    """SPEC §11.4 (85 tensors)."""
-    d = _tower("ins_convs_x", 7, 257, 256) | _tower("ins_convs_y", 7, 257, 256) | _tower("cate_convs", 7, 256, 256)
+def decoupled_solo_head(
+    num_classes: int = 80, grids=GRIDS, fpn: int = 256, stacked: int = 7, ch: int = 256, light: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """SPEC §11.4 (85 tensors for R50; light: one shared mask tower with both coordinates, first conv fpn + 2 in)."""
+    if light:
+        d = _tower("ins_convs", stacked, fpn + 2, ch)
+    else:
+        d = _tower("ins_convs_x", stacked, fpn + 1, ch) | _tower("ins_convs_y", stacked, fpn + 1, ch)
+    d |= _tower("cate_convs", stacked, fpn, ch)
     for axis in ("x", "y"):
-        for i, s in enumerate(GRIDS):
-            d[f"dsolo_ins_list_{axis}.{i}.weight"] = (s, 256, 3, 3)
+        for i, s in enumerate(grids):
+            d[f"dsolo_ins_list_{axis}.{i}.weight"] = (s, ch, 3, 3)
             d[f"dsolo_ins_list_{axis}.{i}.bias"] = (s,)
-    d["dsolo_cate.weight"] = (num_classes, 256, 3, 3)
+    d["dsolo_cate.weight"] = (num_classes, ch, 3, 3)
     d["dsolo_cate.bias"] = (num_classes,)
     return d
 
 
-def solov2_mask_feat_head(e: int = 256, mid: int = 128) -> dict[str, tuple[int, ...]]:
+def solov2_mask_feat_head(e: int = 256, mid: int = 128, fpn: int = 256) -> dict[str, tuple[int, ...]]:
     """SPEC §11.5 ``mask_feat_head.*`` (24 tensors)."""
     d = {}
     for level in range(4):
         for j in range(max(1, level)):
-            cin = (258 if level == 3 else 256) if j == 0 else mid
+            cin = (fpn + 2 if level == 3 else fpn) if j == 0 else mid
             d[f"convs_all_levels.{level}.conv{j}.conv.weight"] = (mid, cin, 3, 3)
             d[f"convs_all_levels.{level}.conv{j}.gn.weight"] = (mid,)
             d[f"convs_all_levels.{level}.conv{j}.gn.bias"] = (mid,)
@@ -108,9 +116,11 @@ def solov2_mask_feat_head(e: int = 256, mid: int = 128) -> dict[str, tuple[int, 
     return d
 
 
-def solov2_head(num_classes: int = 80, stacked: int = 4, ch: int = 512, e: int = 256) -> dict[str, tuple[int, ...]]:
+def solov2_head(
+    num_classes: int = 80, stacked: int = 4, ch: int = 512, e: int = 256, fpn: int = 256
+) -> dict[str, tuple[int, ...]]:
     """SPEC §11.5 ``bbox_head.*`` (28 tensors for R50; cate registered before kernel)."""
-    d = _tower("cate_convs", stacked, 256, ch) | _tower("kernel_convs", stacked, 258, ch)
+    d = _tower("cate_convs", stacked, fpn, ch) | _tower("kernel_convs", stacked, fpn + 2, ch)
     d["solo_cate.weight"] = (num_classes, ch, 3, 3)
     d["solo_cate.bias"] = (num_classes,)
     d["solo_kernel.weight"] = (e, ch, 3, 3)
@@ -135,6 +145,107 @@ def official_layout(variant: str, depth: int = 50, num_classes: int = 80) -> dic
     else:
         raise ValueError(variant)
     return d
+
+
+def preset_layout(m, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The WX checkpoint layout of a model with the settings of ``m`` (a ``solo.configs.ModelConfig``: head, depth,
+    class count, FPN width, tower size and width, grids, SOLOv2's mask-feature width and E), from the SPEC tables."""
+    nc = m.num_classes if num_classes is None else num_classes
+    fpn, stacked, ch = m.fpn_channels, m.stacked_convs, m.seg_feat_channels
+    d = _prefixed("backbone", torchvision_resnet(m.depth)) | _prefixed("neck", neck(m.depth, fpn))
+    if m.head == "solo":
+        d |= _prefixed("bbox_head", solo_head(nc, m.num_grids, fpn, stacked, ch))
+    elif m.head in ("decoupled_solo", "decoupled_solo_light"):
+        light = m.head == "decoupled_solo_light"
+        d |= _prefixed("bbox_head", decoupled_solo_head(nc, m.num_grids, fpn, stacked, ch, light))
+    elif m.head in ("solov2", "solov2_light"):
+        d |= _prefixed("mask_feat_head", solov2_mask_feat_head(m.ins_out_channels, m.mask_feat_channels, fpn))
+        d |= _prefixed("bbox_head", solov2_head(nc, stacked, ch, m.ins_out_channels, fpn))
+    else:
+        raise ValueError(m.head)
+    return d
+
+
+_WX_HEAD_TYPES = {
+    "solo": "SOLOHead",
+    "decoupled_solo": "DecoupledSOLOHead",
+    "decoupled_solo_light": "DecoupledSOLOLightHead",
+    "solov2": "SOLOv2Head",
+    "solov2_light": "SOLOv2Head",
+}
+_MMDET_HEAD_TYPES = {**_WX_HEAD_TYPES, "solov2": "SOLOV2Head", "solov2_light": "SOLOV2Head"}
+
+
+def config_text(m, source: str, epochs: int, **overrides) -> str:
+    """The config file text that WXinlong/SOLO (``source`` 'wxinlong', mmdetection v1 style) or mmdetection v2
+    ('mmdet') stores in a checkpoint's ``meta['config']``, for a model with the settings of ``m`` (a ModelConfig;
+    ``overrides`` replace head settings, e.g. ``num_grids``). Written the way those repositories' configs are,
+    with the surrounding data / schedule settings a real config has."""
+    g = {k: getattr(m, k) for k in ("num_grids", "scale_ranges", "strides", "sigma")} | overrides
+    v2 = m.head in ("solov2", "solov2_light")
+    in_ch = [64, 128, 256, 512] if m.depth < 50 else [256, 512, 1024, 2048]
+    backbone = (
+        f"dict(type='ResNet', depth={m.depth}, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1, "
+        f"style='pytorch')"
+    )
+    neck = f"dict(type='FPN', in_channels={in_ch}, out_channels={m.fpn_channels}, start_level=0, num_outs=5)"
+    grids, ranges, strides = list(g["num_grids"]), tuple(tuple(r) for r in g["scale_ranges"]), list(g["strides"])
+    test = {"nms_pre": m.nms_pre, "score_thr": m.score_thr, "mask_thr": m.mask_thr}
+    if source == "wxinlong":
+        head = (
+            f"dict(type='{_WX_HEAD_TYPES[m.head]}', num_classes={m.num_classes + 1}, in_channels={m.fpn_channels}, "
+            f"stacked_convs={m.stacked_convs}, seg_feat_channels={m.seg_feat_channels}, strides={strides}, "
+            f"scale_ranges={ranges}, sigma={g['sigma']}, num_grids={grids}, "
+            + (f"ins_out_channels={m.ins_out_channels}, " if v2 else "")
+            + "loss_ins=dict(type='DiceLoss', use_sigmoid=True, loss_weight=3.0), "
+            "loss_cate=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0))"
+        )
+        feat = (
+            f",\n    mask_feat_head=dict(type='MaskFeatHead', in_channels={m.fpn_channels}, "
+            f"out_channels={m.mask_feat_channels}, start_level=0, end_level=3, num_classes={m.ins_out_channels}, "
+            f"norm_cfg=dict(type='GN', num_groups=32, requires_grad=True))"
+            if v2
+            else ""
+        )
+        test_cfg = dict(
+            test, update_thr=m.update_thr, kernel=m.nms_kernel, sigma=m.nms_sigma, max_per_img=m.max_per_img
+        )
+        return (
+            "# model settings\n"
+            f"model = dict(\n    type='{'SOLOv2' if v2 else 'SOLO'}',\n    pretrained='torchvision://resnet{m.depth}',\n"
+            f"    backbone={backbone},\n    neck={neck},\n    bbox_head={head}{feat})\n"
+            "train_cfg = dict()\n"
+            f"test_cfg = {test_cfg!r}\n"
+            "dataset_type = 'CocoDataset'\n"
+            "img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)\n"
+            "data = dict(imgs_per_gpu=2, workers_per_gpu=2, train=dict(type=dataset_type, img_prefix=data_root))\n"
+            "optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)\n"
+            f"total_epochs = {epochs}\n"
+            f"work_dir = './work_dirs/{m.head}_release_r{m.depth}_fpn_8gpu_{epochs // 12}x'\n"
+        )
+    feat = (
+        f", mask_feature_head=dict(feat_channels={m.mask_feat_channels}, start_level=0, end_level=3, "
+        f"out_channels={m.ins_out_channels}, mask_stride=4, norm_cfg=dict(type='GN', num_groups=32, "
+        "requires_grad=True))"
+        if v2
+        else ""
+    )
+    head = (
+        f"dict(type='{_MMDET_HEAD_TYPES[m.head]}', num_classes={m.num_classes}, in_channels={m.fpn_channels}, "
+        f"stacked_convs={m.stacked_convs}, feat_channels={m.seg_feat_channels}, strides={strides}, "
+        f"scale_ranges={ranges}, pos_scale={g['sigma']}, num_grids={grids}, cls_down_index=0{feat}, "
+        "loss_mask=dict(type='DiceLoss', use_sigmoid=True, activate=False, loss_weight=3.0), "
+        "norm_cfg=dict(type='GN', num_groups=32, requires_grad=True))"
+    )
+    test_cfg = dict(test, filter_thr=m.update_thr, kernel=m.nms_kernel, sigma=m.nms_sigma, max_per_img=m.max_per_img)
+    return (
+        "_base_ = ['../_base_/datasets/coco_instance.py', '../_base_/default_runtime.py']\n"
+        f"model = dict(\n    type='{'SOLOv2' if v2 else 'SOLO'}',\n    backbone={backbone},\n    neck={neck},\n"
+        f"    mask_head={head},\n    test_cfg={test_cfg!r})\n"
+        "optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)\n"
+        f"lr_config = dict(policy='step', warmup='linear', warmup_iters=500, step=[{epochs - 3}, {epochs - 1}])\n"
+        f"runner = dict(type='EpochBasedRunner', max_epochs={epochs})\n"
+    )
 
 
 _MMDET = {

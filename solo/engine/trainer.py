@@ -27,7 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from solo.engine.checkpoint import find_latest, load_checkpoint, restore_rng_state, save_checkpoint
+from solo.engine.checkpoint import (
+    load_first_loadable,
+    pointer_problem,
+    restore_rng_state,
+    resume_candidates,
+    save_checkpoint,
+)
 
 __all__ = [
     "HookBase",
@@ -316,12 +322,35 @@ class Trainer:
         )
 
     def resume(self, path: str | None = None) -> bool:
-        """Restore everything from ``path`` (a file, or the latest in ``work_dir`` when None). False if none."""
+        """Restore everything from ``path`` (a file), or, when None, from the newest checkpoint of ``work_dir`` that
+        loads: the one ``latest`` names, else the others newest first, each file skipped said on stderr (rank 0).
+        False if ``work_dir`` has no checkpoint. Raises :class:`solo.engine.checkpoint.CheckpointReadError` naming
+        the file(s) and the reason when ``path``, or every checkpoint of ``work_dir``, cannot be loaded. Every rank
+        calls it and all end on the same file (:func:`solo.engine.checkpoint.load_first_loadable`)."""
+        # An explicit path gets no fallback: the user chose that state (an epoch to branch from, a file copied in),
+        # and silently training on from another one would be a different experiment. Without a path the intent is
+        # "continue this run", which the newest loadable checkpoint serves; the skipped files are named.
+        require = ("model", "iter")
         if path is None:
-            path = find_latest(self.work_dir)
-            if path is None:
+            # rank 0 lists the work dir; load_first_loadable hands its list to the other ranks
+            candidates = resume_candidates(self.work_dir) if self.is_main else []
+            if not self._any(candidates):
                 return False
-        ckpt = load_checkpoint(path)
+            path, ckpt, skipped = load_first_loadable(candidates, require=require)
+            problem = pointer_problem(self.work_dir) if self.is_main else None
+            if problem:
+                print(f"--resume: {problem}; taking the newest checkpoint instead", file=sys.stderr, flush=True)
+            if skipped and self.is_main:
+                for bad, reason in skipped:
+                    print(f"--resume: skipping {bad}: {reason}", file=sys.stderr, flush=True)
+                print(
+                    f"--resume: falling back to {path} (iteration {int(ckpt['iter'])}), the newest checkpoint of "
+                    f"{self.work_dir} that loads",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        else:
+            path, ckpt, _ = load_first_loadable([path], require=require)
         if ckpt.get("iters_per_epoch") not in (None, self.iters_per_epoch):
             raise ValueError(
                 f"--resume {path}: the checkpoint has {ckpt['iters_per_epoch']} iterations per epoch, "
@@ -345,6 +374,13 @@ class Trainer:
         if self.is_main:
             print(f"resumed from {path} at iteration {self.iter} (epoch {self.epoch + 1})", flush=True)
         return True
+
+    def _any(self, items: list) -> bool:
+        """Rank 0's ``bool(items)``, on every rank (the work dir is listed on rank 0 only)."""
+        flag = [bool(items)]
+        if self.world_size > 1:
+            torch.distributed.broadcast_object_list(flag, src=0)
+        return flag[0]
 
     # ------------------------------------------------------------------------------------------------ data
 
