@@ -190,7 +190,7 @@ class ResNet(nn.Module):
         except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError, ... here)
             raise ValueError(
                 f"{path}: cannot be read as a PyTorch weights file ({os.path.getsize(path)} bytes; truncated, "
-                f"corrupt or not a tensor file): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                f"corrupt or not a tensor file): {type(e).__name__}: {_first_sentence(e)}"
             ) from None
         if isinstance(obj, dict):
             for key in ("state_dict", "model"):
@@ -198,8 +198,13 @@ class ResNet(nn.Module):
                     obj = obj[key]
                     break
         if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+            if isinstance(obj, dict):
+                k, v = next((k, v) for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v)))
+                got = f"a dict holding other things than tensors ({k!r}: {type(v).__name__})"
+            else:
+                got = f"a {type(obj).__name__}"
             raise ValueError(
-                f"{path}: not a state dict (a dict of name -> tensor) but a {type(obj).__name__}; expected a "
+                f"{path}: not a state dict (a dict of name -> tensor) but {got}; expected a "
                 f"torchvision ResNet-{self.depth} ImageNet file"
             )
         sd = {k.removeprefix("module."): v for k, v in obj.items()}
@@ -238,6 +243,12 @@ class ResNet(nn.Module):
             raise ValueError(" ".join(parts))
         self.load_state_dict(sd, strict=False)
         return len(sd)
+
+
+def _first_sentence(e: Exception) -> str:
+    """The first sentence of an exception's message (torch.load's errors go on with generic advice)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text.split(". ")[0]
 
 
 def infer_resnet_depth(state_dict: dict) -> int | None:

@@ -118,12 +118,12 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _check_hash(path: str, name: str, what: str) -> tuple[str, str | None]:
+def _check_hash(path: str, name: str, what: str, fix: str = "delete it and retry") -> tuple[str, str | None]:
     """(sha256, checked prefix or None) of the file ``path``; raises when it is empty or its hash does not match
-    the prefix in ``name`` (its file name). ``what`` names the file in the messages."""
+    the prefix in ``name`` (its file name). ``what`` names the file in the messages, ``fix`` says what to do."""
     size = os.path.getsize(path)
     if size == 0:
-        raise PretrainedWeightsError(f"{what} is empty (0 bytes): an interrupted download? Delete it and retry")
+        raise PretrainedWeightsError(f"{what} is empty (0 bytes): an interrupted download? {fix[0].upper()}{fix[1:]}")
     digest = file_sha256(path)
     m = _HASH_NAME.match(name)
     if m is None:
@@ -132,7 +132,7 @@ def _check_hash(path: str, name: str, what: str) -> tuple[str, str | None]:
     if not digest.startswith(prefix):
         raise PretrainedWeightsError(
             f"{what}: wrong hash: its sha256 is {digest[: len(prefix)]}... but the file name says {prefix} "
-            f"({size} bytes: an incomplete download, or another file under this name); delete it and retry"
+            f"({size} bytes: an incomplete download, or another file under this name); {fix}"
         )
     return digest, prefix
 
@@ -177,7 +177,9 @@ def resolve_weights(
         tmp = f"{path}.{os.getpid()}.download"
         try:
             torch.hub.download_url_to_file(url, tmp, hash_prefix=None, progress=progress)
-            digest, prefix = _check_hash(tmp, name, f"backbone weights downloaded from {url} (for {path})")
+            digest, prefix = _check_hash(
+                tmp, name, f"backbone weights downloaded from {url} (for {path})", "not kept in the cache"
+            )
             os.replace(tmp, path)
         except PretrainedWeightsError:
             raise
