@@ -7,7 +7,10 @@ into a cache folder) and evaluates it on the held-out synthetic images. On COCO:
 
 (``data/coco/annotations/instances_{train,val}2017.json``, ``data/coco/train2017/``, ``data/coco/val2017/``).
 Under torchrun (RANK / WORLD_SIZE set) it initialises torch.distributed (NCCL on GPUs, gloo on CPUs) and trains with
-DistributedDataParallel; only rank 0 writes logs, checkpoints and metrics.
+DistributedDataParallel; only rank 0 writes logs, checkpoints and metrics. The model-zoo presets start from the
+torchvision ImageNet file of their depth, downloaded once into torch.hub's cache (``--backbone-weights`` overrides it,
+``none`` trains the backbone from scratch; see :mod:`solo.models.pretrained`). A dataset's class count and names come
+from its annotation file.
 """
 
 from __future__ import annotations
