@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import json
 import os
+import socket
 import sys
 
 import pytest
@@ -88,6 +89,7 @@ def test_download_into_cache_load_and_reuse(tmp_path, torch_home):
     assert os.listdir(cache_dir()) == [src.name]  # no temporary file left behind
     assert wf.checked_prefix == src.stem.split("-")[1] and wf.sha256.startswith(wf.checked_prefix)
     assert logs == [f"backbone weights: downloading {_url(src)} to {wf.path}"]
+    assert socket.getdefaulttimeout() is None  # the download's own timeout is not left behind
     assert "downloaded to" in wf.describe() and wf.checked_prefix in wf.describe()
 
     m = ResNet(18, frozen_stages=1, norm_eval=True)

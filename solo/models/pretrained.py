@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -175,6 +176,10 @@ def resolve_weights(
         # Into a name of our own first, checked, then renamed: a failed or wrong download never sits in the cache
         # under the real name, and processes downloading at once (several nodes on a shared disk) do not collide.
         tmp = f"{path}.{os.getpid()}.download"
+        # download_url_to_file takes no timeout: without one, a host that never answers (a firewall dropping packets)
+        # would hang the run instead of giving the offline error. 60 s without a byte, for this download only.
+        old_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(60.0 if old_timeout is None else old_timeout)
         try:
             torch.hub.download_url_to_file(url, tmp, hash_prefix=None, progress=progress)
             digest, prefix = _check_hash(
@@ -189,6 +194,7 @@ def resolve_weights(
                 f"(file {path})"
             ) from None
         finally:
+            socket.setdefaulttimeout(old_timeout)
             if os.path.exists(tmp):
                 os.remove(tmp)
         downloaded = True
