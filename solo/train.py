@@ -7,7 +7,10 @@ into a cache folder) and evaluates it on the held-out synthetic images. On COCO:
 
 (``data/coco/annotations/instances_{train,val}2017.json``, ``data/coco/train2017/``, ``data/coco/val2017/``).
 Under torchrun (RANK / WORLD_SIZE set) it initialises torch.distributed (NCCL on GPUs, gloo on CPUs) and trains with
-DistributedDataParallel; only rank 0 writes logs, checkpoints and metrics.
+DistributedDataParallel; only rank 0 writes logs, checkpoints and metrics. The model-zoo presets start from the
+torchvision ImageNet file of their depth, downloaded once into torch.hub's cache (``--backbone-weights`` overrides it,
+``none`` trains the backbone from scratch; see :mod:`solo.models.pretrained`). A dataset's class count and names come
+from its annotation file.
 """
 
 from __future__ import annotations
@@ -90,6 +93,15 @@ def build_parser(prog: str = "python -m solo.train", eval_only: bool = False) ->
         default=None,
         help="mixed precision (default: the preset's train.amp: off for the model-zoo presets, auto for the synthetic "
         "ones; auto = bf16 where the device computes it natively, else off)",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        default=None,
+        metavar="PATH|URL|none",
+        help="ImageNet weights of the backbone: torchvision://resnetXX, an http(s):// or file:// URL (downloaded once "
+        "into torch.hub's cache, $TORCH_HOME/hub/checkpoints), a local file, or none (from scratch: nothing frozen, "
+        "BatchNorm learns). Default: the preset's (model-zoo presets: the torchvision file of their depth; synthetic "
+        "presets: none). Not needed (not loaded) when --checkpoint or --resume gives all the weights",
     )
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the preset's)")
     p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (overrides --epochs)")
@@ -189,8 +201,10 @@ def _datasets(args, need_train: bool):
     return train, val, synthetic
 
 
-def _resolve_config(args, ckpt_config: dict | None, num_classes: int, synthetic_preset: bool):
-    from solo.configs.presets import SYNTHETIC_PRESETS, get_config
+def _resolve_config(args, ckpt_config: dict | None, num_classes: int, synthetic_preset: bool, class_names=None):
+    """The run's config: --config (or the checkpoint's, or the default preset) with --cfg-options, the dataset's class
+    count (from its annotation file) and --backbone-weights applied; notes what it changed on stdout (rank 0)."""
+    from solo.configs.presets import get_config
 
     if args.config is not None:
         try:
@@ -206,17 +220,177 @@ def _resolve_config(args, ckpt_config: dict | None, num_classes: int, synthetic_
     except (ValueError, TypeError) as e:
         raise SystemExit(f"--cfg-options: {e}") from None
     if cfg.model.num_classes != num_classes:
-        if cfg.name in SYNTHETIC_PRESETS and not any(
-            o.strip().startswith("model.num_classes") for o in args.cfg_options
-        ):
-            cfg = cfg.override(f"model.num_classes={num_classes}")
-        else:
+        names = _names(class_names)
+        if any(o.strip().startswith("model.num_classes") for o in args.cfg_options):
             raise SystemExit(
-                f"the model of config {cfg.name!r} has {cfg.model.num_classes} classes but the dataset has "
-                f"{num_classes} categories; pass --cfg-options model.num_classes={num_classes} (the head is then "
-                f"trained from scratch for those classes)"
+                f"--cfg-options model.num_classes={cfg.model.num_classes}, but the dataset's annotation file has "
+                f"{num_classes} categories{names}; leave model.num_classes out (it is taken from the dataset)"
             )
-    return cfg
+        # The class count (and names) of a dataset come from its annotation file: a preset made for COCO's 80
+        # classes, trained on a dataset of J categories, gets a J-class head (trained from its initialisation).
+        if _is_main():
+            print(
+                f"config {cfg.name}: model.num_classes = {num_classes} from the dataset's annotation file{names} "
+                f"(the config has {cfg.model.num_classes})",
+                flush=True,
+            )
+        cfg = cfg.override(f"model.num_classes={num_classes}")
+    return _backbone_config(args, cfg, from_checkpoint=args.config is None and ckpt_config is not None)
+
+
+def _is_main() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+def _names(class_names, limit: int = 10) -> str:
+    """`` (a, b, c)`` for a log line (the first ``limit`` names); empty when unknown."""
+    if not class_names:
+        return ""
+    names = list(class_names)
+    return " (" + ", ".join(map(str, names[:limit])) + (", ..." if len(names) > limit else "") + ")"
+
+
+def _backbone_config(args, cfg, from_checkpoint: bool):
+    """Apply --backbone-weights to ``cfg``. A backbone without pretrained weights trains everything: nothing frozen
+    (frozen_stages=-1) and BatchNorm learning its statistics (norm_eval=False) -- the preset's frozen stem and frozen
+    statistics only make sense for ImageNet weights -- unless --cfg-options sets them. A config read from a
+    checkpoint keeps its stored settings (they were decided when that run started)."""
+    from solo.models.pretrained import parse_weights_spec
+
+    flag = getattr(args, "backbone_weights", None)
+    spec = cfg.model.backbone_weights if flag is None else flag
+    try:
+        spec = None if parse_weights_spec(spec) is None else spec
+    except ValueError as e:
+        raise SystemExit(f"--backbone-weights: {e}") from None
+    model = dataclasses.replace(cfg.model, backbone_weights=spec)
+    if spec is None and not from_checkpoint:
+        given = {o.strip().partition("=")[0].strip() for o in args.cfg_options}
+        if "model.frozen_stages" not in given:
+            model = dataclasses.replace(model, frozen_stages=-1)
+        if "model.norm_eval" not in given:
+            model = dataclasses.replace(model, norm_eval=False)
+    return dataclasses.replace(cfg, model=model)
+
+
+def _backbone_state(cfg) -> str:
+    """``frozen: stem + layer1 (frozen_stages=1), BatchNorm statistics frozen (norm_eval=True)`` for a log line."""
+    fs, ne = cfg.model.frozen_stages, cfg.model.norm_eval
+    frozen = "nothing" if fs < 0 else "stem" if fs == 0 else "stem + layer1" if fs == 1 else f"stem + layer1-{fs}"
+    bn = "BatchNorm statistics frozen" if ne else "BatchNorm learns its statistics"
+    return f"frozen: {frozen} (frozen_stages={fs}), {bn} (norm_eval={ne})"
+
+
+def _checkpoint_classes(ckpt: dict) -> tuple[int | None, list | None]:
+    """(class count, class names) a checkpoint was trained for, from its config / class names; (None, None) when it
+    does not say (a converted original checkpoint)."""
+    names = ckpt.get("class_names") if isinstance(ckpt.get("class_names"), list) else None
+    cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    count = (cfg.get("model") or {}).get("num_classes")
+    if count is None and names:
+        count = len(names)
+    return count, names
+
+
+def _check_checkpoint_classes(args, ckpt: dict, path: str, val_set) -> None:
+    """A checkpoint trained for K classes on a dataset of J != K categories: an error for --eval-only (its
+    predictions mean other classes), a note for training (the classification head is re-initialised)."""
+    count, names = _checkpoint_classes(ckpt)
+    if count is None or count == val_set.num_classes:
+        return
+    what = (
+        f"--checkpoint {path} was trained for {count} classes{_names(names)}, but the dataset's annotation file "
+        f"{getattr(val_set, 'ann_file', '')} has {val_set.num_classes} categories{_names(val_set.class_names)}"
+    )
+    if args.eval_only:
+        raise SystemExit(
+            f"{what}: a {count}-class model cannot be evaluated on it. Evaluate on the dataset it was trained for, or "
+            f"fine-tune it on this one first (python -m solo.train --checkpoint {path} ...)"
+        )
+    if _is_main():
+        print(
+            f"{what}: the classification head is re-initialised for {val_set.num_classes} classes and trained; every "
+            f"other weight is loaded from the checkpoint",
+            flush=True,
+        )
+
+
+def _resume_source(args, work_dir: str) -> str | None:
+    """The checkpoint --resume will restore (None without --resume or when the work dir has none yet)."""
+    from solo.engine.checkpoint import find_latest
+
+    resume = getattr(args, "resume", None)
+    if not resume:
+        return None
+    if resume is True:
+        return find_latest(work_dir) if os.path.isdir(work_dir) else None
+    return resume if os.path.exists(resume) else None
+
+
+def _setup_backbone(model, cfg, args, restored_from: str | None, rank: int, world: int) -> None:
+    """Load the backbone's ImageNet weights (``cfg.model.backbone_weights``) before training starts, and log what the
+    backbone starts from. Skipped when ``restored_from`` (a --checkpoint or --resume file) gives every weight: no
+    download then. Under torchrun the first process of each machine (LOCAL_RANK 0) downloads while the others wait,
+    then every process loads the file. Any problem is a SystemExit naming the URL, the cache folder and the flag."""
+    from solo.models.pretrained import PretrainedWeightsError, cache_dir, load_backbone_weights, resolve_weights
+
+    spec = cfg.model.backbone_weights
+    state = _backbone_state(cfg)
+    if restored_from is not None:
+        if rank == 0:
+            skipped = f" ({spec} not needed, not loaded)" if spec else ""
+            print(f"backbone: weights from {restored_from}{skipped}; {state}", flush=True)
+        return
+    if spec is None:
+        if rank == 0:
+            print(f"backbone: from scratch (no pretrained weights); {state}", flush=True)
+        return
+    distributed = world > 1 and torch.distributed.is_initialized()
+
+    def agree(error: str | None) -> str | None:
+        """Every process's error (or None) to all: also the barrier the waiting processes sit in."""
+        if not distributed:
+            return error
+        errors = [None] * world
+        torch.distributed.all_gather_object(errors, error)
+        return error or next((e for e in errors if e), None)
+
+    # One process per machine downloads (the cache may be a machine's own disk), the others wait in `agree`.
+    first_on_machine = int(os.environ.get("LOCAL_RANK", "0")) == 0 or not distributed
+    weights, error = None, None
+    if first_on_machine:
+        try:
+            weights = resolve_weights(
+                spec,
+                progress=rank == 0 and not args.no_progress,
+                log=(lambda m: print(m, flush=True)) if rank == 0 else None,
+            )
+        except (PretrainedWeightsError, ValueError) as e:
+            error = str(e)
+    error = agree(error)
+    if error is None and distributed:  # the file is in the cache now: the others check it (no download)
+        if not first_on_machine:
+            try:
+                weights = resolve_weights(spec, download=False)
+            except (PretrainedWeightsError, ValueError) as e:
+                error = str(e)
+        error = agree(error)
+    if error is None:
+        try:
+            count = load_backbone_weights(model.backbone, weights)
+        except PretrainedWeightsError as e:
+            error = str(e)
+    if error is not None:
+        raise SystemExit(
+            f"error: backbone weights {spec}: {error}.\nThe backbone's ImageNet weights are needed before training "
+            f"starts. Offline? Put the file into the cache folder {cache_dir()} by hand (same file name), or pass "
+            f"--backbone-weights PATH (a local copy) or URL, or --backbone-weights none to train the backbone from "
+            f"scratch (nothing frozen; the model-zoo results assume ImageNet weights)"
+        )
+    if rank == 0:
+        print(f"backbone: ImageNet weights {weights.describe()}; {count} tensors loaded; {state}", flush=True)
 
 
 def _load_weights(model, ckpt: dict, strict: bool, verbose: bool) -> None:
@@ -329,7 +503,9 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
         ckpt_cfg = ckpt.get("config") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
 
         train_set, val_set, synthetic = _datasets(args, need_train=not args.eval_only)
-        cfg = _resolve_config(args, ckpt_cfg, val_set.num_classes, synthetic)
+        if ckpt is not None:
+            _check_checkpoint_classes(args, ckpt, args.checkpoint or find_latest(args.work_dir), val_set)
+        cfg = _resolve_config(args, ckpt_cfg, val_set.num_classes, synthetic, val_set.class_names)
         work_dir = args.work_dir or os.path.join("work_dirs", cfg.name)
         if rank == 0:
             os.makedirs(work_dir, exist_ok=True)
@@ -347,6 +523,9 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
         model = build_model(cfg, backend=args.backend)
         if ckpt is not None:
             _load_weights(model, ckpt, strict=args.eval_only, verbose=rank == 0)
+        if not args.eval_only:
+            restored = _resume_source(args, work_dir) or args.checkpoint
+            _setup_backbone(model, cfg, args, restored, rank, world)
         model.to(device)
         from solo.engine.trainer import resolve_amp
 

@@ -142,7 +142,7 @@ def test_load_torchvision_weights_errors(tmp_path):
         ResNet(18).load_torchvision_weights(tmp_path / "bad.pth")
     # a ResNet-50 file into a ResNet-18
     torch.save(random_state_dict(torchvision_resnet(50)), tmp_path / "r50.pth")
-    with pytest.raises(ValueError, match="does not match ResNet-18"):
+    with pytest.raises(ValueError, match="this is a ResNet-50 file, the config needs ResNet-18"):
         ResNet(18).load_torchvision_weights(tmp_path / "r50.pth")
     sd2 = dict(sd)
     sd2["conv1.weight"] = torch.zeros(64, 3, 3, 3)

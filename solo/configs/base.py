@@ -31,6 +31,10 @@ class ModelConfig:
     num_classes: int = 80  # foreground classes (no background channel)
     dcn: bool = False  # deformable-conv variants: named by presets, not supported yet
     # backbone (SPEC §3)
+    # ImageNet weights the backbone starts from (solo.models.pretrained): "torchvision://resnetXX", an http(s):// or
+    # file:// URL, a local path, or None (from scratch). Loaded by `python -m solo.train`, not by build_model (no
+    # download when a model is only built). The model-zoo presets name the torchvision file of their depth.
+    backbone_weights: str | None = None
     frozen_stages: int = 1
     norm_eval: bool = True
     # neck (SPEC §4)
@@ -72,6 +76,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.depth must be 18, 34, 50 or 101, got {self.depth}")
         if not (len(self.num_grids) == len(self.strides) == len(self.scale_ranges)):
             raise ValueError("ModelConfig: num_grids, strides and scale_ranges must have one entry per level")
+        if self.backbone_weights is not None and not isinstance(self.backbone_weights, str):
+            raise ValueError(f"ModelConfig.backbone_weights must be a string or None, got {self.backbone_weights!r}")
         if self.num_classes < 1:
             raise ValueError(f"ModelConfig.num_classes must be >= 1, got {self.num_classes}")
 

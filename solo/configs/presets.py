@@ -42,7 +42,11 @@ _SOLOV2_LIGHT_448 = ModelConfig(
 _V2_TRAIN = {"warmup_ratio": 0.01}
 
 
-def _preset(name: str, model: ModelConfig, schedule: TrainConfig, **train) -> Config:
+def _preset(name: str, model: ModelConfig, schedule: TrainConfig, pretrained: bool = True, **train) -> Config:
+    """A preset; ``pretrained``: the backbone starts from the torchvision ImageNet file of its depth, as the original's
+    ``pretrained='torchvision://resnetXX'`` (SPEC §3), with the model's frozen_stages / norm_eval (1 / True)."""
+    if pretrained:
+        model = replace(model, backbone_weights=f"torchvision://resnet{model.depth}")
     return Config(name=name, model=model, train=replace(schedule, **train))
 
 
@@ -107,7 +111,7 @@ _SYNTHETIC = ModelConfig(
 SYNTHETIC_PRESETS: dict[str, Config] = {
     c.name: c
     for c in (
-        _preset(f"{head}_synthetic_r18", replace(_SYNTHETIC, head=head), SCHEDULE_SYNTHETIC)
+        _preset(f"{head}_synthetic_r18", replace(_SYNTHETIC, head=head), SCHEDULE_SYNTHETIC, pretrained=False)
         for head in ("solo", "decoupled_solo", "decoupled_solo_light", "solov2", "solov2_light")
     )
 }

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-__all__ = ["DEFAULTS", "SHAPES", "ensure_synthetic", "make_synthetic_coco", "synthetic_root"]
+__all__ = ["DEFAULTS", "SHAPES", "ensure_synthetic", "make_synthetic_coco", "synthetic_root", "write_synthetic_coco"]
 
 SHAPES = ("ellipse", "rectangle", "triangle", "ring", "star", "cross")
 DEFAULTS = {"num_train": 400, "num_val": 200, "image_size": (256, 320), "num_classes": 3, "max_objects": 4, "seed": 0}
@@ -252,6 +252,47 @@ def make_synthetic_coco(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dict(_paths(root), class_names=classes)
+
+
+def write_synthetic_coco(
+    root,
+    num_train: int = 8,
+    num_val: int = 4,
+    image_size=DEFAULTS["image_size"],
+    num_classes: int = DEFAULTS["num_classes"],
+    seed: int = DEFAULTS["seed"],
+    max_objects: int = DEFAULTS["max_objects"],
+) -> dict:
+    """Write synthetic images in COCO's folder layout, as a custom dataset to try ``--data-root`` on (and the tests
+    of the COCO path)::
+
+        root/annotations/instances_train2017.json   root/annotations/instances_val2017.json
+        root/train2017/000001.png ...               root/val2017/000001.png ...
+
+    Same images and annotations as :func:`make_synthetic_coco` with the same arguments. ``root`` must not hold these
+    files yet. Returns the paths (``root``, ``train_ann``, ``val_ann``, ``train_images``, ``val_images``) and
+    ``class_names``."""
+    root = os.path.abspath(os.fspath(root))
+    h, w = (int(image_size), int(image_size)) if isinstance(image_size, int) else map(int, image_size)
+    if not 1 <= num_classes <= len(SHAPES):
+        raise ValueError(f"write_synthetic_coco: num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f"write_synthetic_coco: num_train/num_val must be >= 1, got {num_train}/{num_val}")
+    paths = {
+        "root": root,
+        "train_ann": os.path.join(root, "annotations", "instances_train2017.json"),
+        "val_ann": os.path.join(root, "annotations", "instances_val2017.json"),
+        "train_images": os.path.join(root, "train2017"),
+        "val_images": os.path.join(root, "val2017"),
+    }
+    taken = [p for p in paths.values() if p != root and os.path.exists(p)]
+    if taken:
+        raise FileExistsError(f"write_synthetic_coco: {taken[0]} exists")
+    classes = list(SHAPES[:num_classes])
+    os.makedirs(os.path.dirname(paths["train_ann"]), exist_ok=True)
+    _write_split(paths["train_images"], paths["train_ann"], [seed, 0], num_train, h, w, classes, max_objects)
+    _write_split(paths["val_images"], paths["val_ann"], [seed, 1], num_val, h, w, classes, max_objects)
+    return dict(paths, class_names=classes)
 
 
 def _read_meta(root: str):

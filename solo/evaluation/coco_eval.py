@@ -175,6 +175,8 @@ def evaluate(
         metrics = coco_metrics(coco_gt, results, img_ids)
         metrics["num_images"] = len(set(img_ids))
         metrics["num_predictions"] = len(results)
+        if getattr(dataset, "class_names", None):  # which label is which class, from the annotation file
+            metrics["class_names"] = [str(n) for n in dataset.class_names]
         if verbose:
             print(format_table(metrics), flush=True)
         if out_dir is not None:

@@ -11,11 +11,12 @@ load 1:1.
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ARCH_SETTINGS", "BasicBlock", "Bottleneck", "ResNet"]
+__all__ = ["ARCH_SETTINGS", "BasicBlock", "Bottleneck", "ResNet", "infer_resnet_depth"]
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -171,21 +172,56 @@ class ResNet(nn.Module):
             outs.append(x)
         return outs
 
-    def load_torchvision_weights(self, path: str | os.PathLike) -> None:
+    def load_torchvision_weights(self, path: str | os.PathLike) -> int:
         """Load a torchvision ImageNet checkpoint file (``torchvision.models.resnetXX`` state dict, or a dict
-        holding one under ``state_dict``/``model``); ``fc.*`` is ignored. Raises ``ValueError`` listing missing,
-        unexpected or wrongly shaped keys. Frozen parameters stay frozen."""
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        holding one under ``state_dict``/``model``); ``fc.*`` is ignored. Returns the number of tensors loaded.
+
+        Raises ``ValueError`` naming the file and what is wrong: empty, truncated or not a PyTorch file; not a state
+        dict; no ResNet keys; a ResNet of another depth ("this is a ResNet-18 file, the model is a ResNet-50");
+        missing, unexpected or wrongly shaped keys. Loaded with ``weights_only=True`` (tensors only, no code).
+        Frozen parameters stay frozen."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ResNet weights file not found: {path}")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"{path}: the file is empty (0 bytes); an interrupted download? Delete it and retry")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError, ... here)
+            raise ValueError(
+                f"{path}: cannot be read as a PyTorch weights file ({os.path.getsize(path)} bytes; truncated, "
+                f"corrupt or not a tensor file): {type(e).__name__}: {_first_sentence(e)}"
+            ) from None
         if isinstance(obj, dict):
             for key in ("state_dict", "model"):
                 if key in obj and isinstance(obj[key], dict):
                     obj = obj[key]
                     break
-        if not isinstance(obj, dict):
-            raise TypeError(f"{path}: expected a state dict, got {type(obj).__name__}")
+        if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+            if isinstance(obj, dict):
+                k, v = next((k, v) for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v)))
+                got = f"a dict holding other things than tensors ({k!r}: {type(v).__name__})"
+            else:
+                got = f"a {type(obj).__name__}"
+            raise ValueError(
+                f"{path}: not a state dict (a dict of name -> tensor) but {got}; expected a "
+                f"torchvision ResNet-{self.depth} ImageNet file"
+            )
         sd = {k.removeprefix("module."): v for k, v in obj.items()}
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
         own = self.state_dict()
+        file_depth = infer_resnet_depth(sd)
+        if file_depth is None:
+            raise ValueError(
+                f"{path}: not a ResNet weights file: none of its {len(sd)} tensors has torchvision ResNet names "
+                f"(conv1.weight, layer1.0.conv1.weight, ...; the file has e.g. {sorted(sd)[:3]}); expected a "
+                f"torchvision ResNet-{self.depth} ImageNet file"
+            )
+        if file_depth != self.depth:
+            raise ValueError(
+                f"{path}: this is a ResNet-{file_depth} file, the config needs ResNet-{self.depth} "
+                f"(pass the ResNet-{self.depth} file, e.g. torchvision://resnet{self.depth}, or set model.depth)"
+            )
         missing = sorted(k for k in own if k not in sd)
         unexpected = sorted(k for k in sd if k not in own)
         # Old torchvision files predate BN's num_batches_tracked: not an error, the buffer keeps its value.
@@ -202,6 +238,34 @@ class ResNet(nn.Module):
             if unexpected:
                 parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:20]}")
             if bad_shape:
+                # Same names and depth but other widths: a Wide ResNet / ResNeXt file, not a plain ResNet.
                 parts.append(f"shape mismatches ({len(bad_shape)}): {bad_shape[:20]}")
             raise ValueError(" ".join(parts))
         self.load_state_dict(sd, strict=False)
+        return len(sd)
+
+
+def _first_sentence(e: Exception) -> str:
+    """The first sentence of an exception's message (torch.load's errors go on with generic advice)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text.split(". ")[0]
+
+
+def infer_resnet_depth(state_dict: dict) -> int | None:
+    """The depth of the torchvision-style ResNet whose (``fc``-less) ``state_dict`` this is, from its key names:
+    blocks per stage (``layer{i}.{b}.``) and block type (a ``conv3`` means bottlenecks). None when the keys are not
+    a ResNet's (no ``conv1.weight`` or no ``layer1..4``). Depth = 2 * blocks + 2 for basic blocks and
+    3 * blocks + 2 for bottlenecks (18, 34, 50, 101, 152, ...)."""
+    if "conv1.weight" not in state_dict:
+        return None
+    blocks = [0, 0, 0, 0]
+    bottleneck = False
+    for k in state_dict:
+        m = re.match(r"layer([1-4])\.(\d+)\.(conv\d)\.weight$", k)
+        if m:
+            i, b = int(m.group(1)) - 1, int(m.group(2))
+            blocks[i] = max(blocks[i], b + 1)
+            bottleneck |= m.group(3) == "conv3"
+    if not all(blocks):
+        return None
+    return (3 if bottleneck else 2) * sum(blocks) + 2
