@@ -427,6 +427,23 @@ def _load_weights(model, ckpt: dict, strict: bool, verbose: bool) -> None:
         )
 
 
+def _ops_line(backend: str | None, device: torch.device) -> str:
+    """One line saying which backend the fused ops run on, and why not a faster one (a missing or mismatched build
+    of solo._C is otherwise only a warning at import)."""
+    from solo.ops import available_backends, resolve_backend
+
+    try:
+        chosen = resolve_backend(backend, device)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(f"--backend: {e}") from None
+    line = f"ops: {chosen} backend on {device.type}"
+    if chosen == "reference":
+        skipped = [f"{name}: {why}" for name, (ok, why) in available_backends(device).items() if not ok]
+        if skipped and backend in (None, "auto"):
+            line += " (the fused backends cannot run: " + "; ".join(skipped[:2]) + ")"
+    return line
+
+
 class _EvalHook:
     """Evaluate every ``period`` epochs (0: never) and at the end; appends {"type": "eval"} records to the log."""
 
@@ -537,6 +554,8 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
             model.to(memory_format=torch.channels_last)
         if rank == 0 and not args.eval_only:
             print(f"precision: {'fp32' if amp == 'off' else amp + ' autocast'}, memory format {fmt}", flush=True)
+        if rank == 0:
+            print(_ops_line(args.backend, device), flush=True)
 
         if args.eval_only:
             from solo.evaluation import evaluate
