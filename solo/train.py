@@ -618,4 +618,10 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    # Under torchrun, a rank that dies of an uncaught exception then leaves its traceback in torchrun's error file, so
+    # torchrun's failure summary (the end of its output) names that rank and shows why, instead of
+    # "error_file: <N/A>"; record also turns on faulthandler, which prints the Python stacks of a rank killed by a
+    # fatal signal. Without torchrun it only re-raises.
+    record(main)()
