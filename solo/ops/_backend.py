@@ -25,7 +25,7 @@ _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "referenc
 def _triton_status() -> tuple[bool, str]:
     try:
         import triton
-    except Exception as e:  # ImportError, or a broken installation
+    except Exception as e:  # noqa: BLE001  ImportError, or a broken installation
         return False, f"triton is not installed ({type(e).__name__}: {e})"
     return True, f"triton {triton.__version__}"
 
