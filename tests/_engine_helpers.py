@@ -6,6 +6,23 @@ import torch
 
 from solo.configs import get_config
 
+# Command-line arguments of a tiny solo.train run (a few synthetic images at 160x128, no loader workers). They end
+# with --cfg-options, so a test may append more KEY=VALUE overrides.
+TINY_CLI_ARGS = [
+    "--synthetic-num-train",
+    "4",
+    "--synthetic-num-val",
+    "2",
+    "--workers",
+    "0",
+    "--batch-size",
+    "2",
+    "--no-progress",
+    "--cfg-options",
+    "model.train_scales=((160,128),)",
+    "model.test_scale=(160,128)",
+]
+
 
 def tiny_config(head: str = "solov2"):
     cfg = get_config(f"{head}_synthetic_r18")

@@ -30,7 +30,7 @@ from solo.engine.checkpoint import (
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _engine_helpers import TinyShapes, tiny_config
+from _engine_helpers import TINY_CLI_ARGS, TinyShapes, tiny_config
 
 
 class Opaque:
@@ -189,21 +189,6 @@ def test_trainer_resume_falls_back_and_continues_bit_exact(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------------- command line
 
-_TINY_ARGS = [
-    "--synthetic-num-train",
-    "4",
-    "--synthetic-num-val",
-    "2",
-    "--workers",
-    "0",
-    "--batch-size",
-    "2",
-    "--no-progress",
-    "--cfg-options",
-    "model.train_scales=((160,128),)",
-    "model.test_scale=(160,128)",
-]
-
 
 def test_cli_resume_checkpoint_and_eval(tmp_path, monkeypatch, capsys):
     from solo.eval import main_eval
@@ -212,7 +197,7 @@ def test_cli_resume_checkpoint_and_eval(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SOLO_CACHE", str(tmp_path / "cache"))
     rng = random.Random()
     wd = tmp_path / "wd"
-    main(["--max-iters", "3", "--checkpoint-period", "1", "--no-eval", "--work-dir", str(wd)] + _TINY_ARGS)
+    main(["--max-iters", "3", "--checkpoint-period", "1", "--no-eval", "--work-dir", str(wd)] + TINY_CLI_ARGS)
     # 2 iterations per epoch: iter_0000001, epoch_0001 (2), iter_0000003, final (3)
     assert load_checkpoint(str(wd / "final.pth"))["iter"] == 3
     spare = str(tmp_path / "epoch_0001.pth")
@@ -223,7 +208,7 @@ def test_cli_resume_checkpoint_and_eval(tmp_path, monkeypatch, capsys):
     p2 = CORRUPTIONS["random"](str(wd / "iter_0000003.pth"), rng)
     (wd / "latest").write_text("fina")  # the pointer cut in half as well
     capsys.readouterr()
-    main(["--max-iters", "4", "--no-eval", "--resume", "--work-dir", str(wd)] + _TINY_ARGS)
+    main(["--max-iters", "4", "--no-eval", "--resume", "--work-dir", str(wd)] + TINY_CLI_ARGS)
     out, err = capsys.readouterr()
     assert f"--resume: {wd / 'latest'} names 'fina', which does not exist" in err
     assert f"--resume: skipping {wd / 'final.pth'}: {p1}" in err
@@ -237,7 +222,7 @@ def test_cli_resume_checkpoint_and_eval(tmp_path, monkeypatch, capsys):
     for name in names:
         CORRUPTIONS[rng.choice(["zero", "text", "truncated", "refused"])](str(wd / name), rng)
     with pytest.raises(SystemExit, match="--resume: none of the 5 checkpoints") as info:
-        main(["--max-iters", "4", "--no-eval", "--resume", "--work-dir", str(wd)] + _TINY_ARGS)
+        main(["--max-iters", "4", "--no-eval", "--resume", "--work-dir", str(wd)] + TINY_CLI_ARGS)
     assert all(str(wd / n) in str(info.value) for n in names)
 
     # --resume PATH, a bad file: an error naming it, no fallback
@@ -245,19 +230,19 @@ def test_cli_resume_checkpoint_and_eval(tmp_path, monkeypatch, capsys):
     shutil.copy(spare, bad)
     phrase = _zero(bad, rng)
     with pytest.raises(SystemExit, match=re.escape(f"--resume: cannot read checkpoint {bad}: the file is {phrase}")):
-        main(["--max-iters", "4", "--no-eval", "--resume", bad, "--work-dir", str(tmp_path / "wd2")] + _TINY_ARGS)
+        main(["--max-iters", "4", "--no-eval", "--resume", bad, "--work-dir", str(tmp_path / "wd2")] + TINY_CLI_ARGS)
 
     # --checkpoint of training and of evaluation
     for kind, entry in (("truncated", main), ("zero", main), ("text", main_eval), ("random", main_eval)):
         shutil.copy(spare, bad)
         phrase = CORRUPTIONS[kind](bad, rng)
-        args = ["--checkpoint", bad, "--work-dir", str(tmp_path / "wd3")] + _TINY_ARGS
+        args = ["--checkpoint", bad, "--work-dir", str(tmp_path / "wd3")] + TINY_CLI_ARGS
         with pytest.raises(SystemExit) as info:
             entry((["--max-iters", "1", "--no-eval"] if entry is main else []) + args)
         msg = str(info.value)
         assert msg.startswith(f"--checkpoint: cannot read checkpoint {bad}: ") and phrase in msg, msg
     # the intact copy still evaluates
-    assert "segm_AP" in main_eval(["--checkpoint", spare, "--work-dir", str(tmp_path / "wd3")] + _TINY_ARGS)
+    assert "segm_AP" in main_eval(["--checkpoint", spare, "--work-dir", str(tmp_path / "wd3")] + TINY_CLI_ARGS)
 
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))

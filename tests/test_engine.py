@@ -20,7 +20,7 @@ from solo.engine.checkpoint import find_latest, load_checkpoint, save_checkpoint
 from solo.engine.trainer import Trainer, WarmupStepLR
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _engine_helpers import TinyShapes, tiny_config
+from _engine_helpers import TINY_CLI_ARGS, TinyShapes, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -358,21 +358,6 @@ def test_coco_eval_perfect_and_empty(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------------- command line
 
-_TINY_ARGS = [
-    "--synthetic-num-train",
-    "4",
-    "--synthetic-num-val",
-    "2",
-    "--workers",
-    "0",
-    "--batch-size",
-    "2",
-    "--no-progress",
-    "--cfg-options",
-    "model.train_scales=((160,128),)",
-    "model.test_scale=(160,128)",
-]
-
 
 def test_cli_train_then_eval(tmp_path, monkeypatch):
     pytest.importorskip("solo.data")
@@ -380,17 +365,17 @@ def test_cli_train_then_eval(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SOLO_CACHE", str(tmp_path / "cache"))
     wd = tmp_path / "wd"
-    metrics = main(["--max-iters", "2", "--work-dir", str(wd)] + _TINY_ARGS)
+    metrics = main(["--max-iters", "2", "--work-dir", str(wd)] + TINY_CLI_ARGS)
     assert set(metrics) >= {"segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"}
     assert (wd / "metrics.json").exists() and (wd / "final.pth").exists()
     ckpt = load_checkpoint(str(wd / "final.pth"))
     assert ckpt["config"]["model"]["num_classes"] == len(ckpt["class_names"])
     (wd / "metrics.json").unlink()
-    m2 = main(["--eval-only", "--checkpoint", str(wd / "final.pth"), "--work-dir", str(wd)] + _TINY_ARGS)
+    m2 = main(["--eval-only", "--checkpoint", str(wd / "final.pth"), "--work-dir", str(wd)] + TINY_CLI_ARGS)
     assert m2["segm_AP"] == metrics["segm_AP"] and (wd / "metrics.json").exists()
     # the class count comes from the dataset; an explicit other count is a contradiction
     with pytest.raises(SystemExit, match="model.num_classes=7, but the dataset's annotation file has 3 categories"):
-        main(["--max-iters", "1", "--work-dir", str(wd)] + _TINY_ARGS + ["model.num_classes=7"])
+        main(["--max-iters", "1", "--work-dir", str(wd)] + TINY_CLI_ARGS + ["model.num_classes=7"])
 
 
 def test_cli_demo_eval_module_and_plot_log(tmp_path, monkeypatch):
@@ -402,8 +387,8 @@ def test_cli_demo_eval_module_and_plot_log(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SOLO_CACHE", str(tmp_path / "cache"))
     wd = tmp_path / "wd"
-    main(["--max-iters", "1", "--work-dir", str(wd), "--log-period", "1"] + _TINY_ARGS)
-    m = main_eval(["--checkpoint", str(wd), "--work-dir", str(tmp_path / "ev")] + _TINY_ARGS)
+    main(["--max-iters", "1", "--work-dir", str(wd), "--log-period", "1"] + TINY_CLI_ARGS)
+    m = main_eval(["--checkpoint", str(wd), "--work-dir", str(tmp_path / "ev")] + TINY_CLI_ARGS)
     assert "segm_AP" in m and (tmp_path / "ev" / "metrics.json").exists()
     with open(wd / "log.jsonl", "a") as f:  # what an epoch with skipped data adds: not a curve point
         f.write(json.dumps({"type": "data_skipped", "epoch": 1, "iter": 1, "corrupt_image": 1}) + "\n")
@@ -463,7 +448,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
         "cpu",
         "--log-period",
         "1",
-    ] + _TINY_ARGS
+    ] + TINY_CLI_ARGS
     r = subprocess.run(cmd, check=False, env=env, cwd=ROOT, timeout=300, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 process(es)" in r.stdout

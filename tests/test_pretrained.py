@@ -15,6 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _engine_helpers import TINY_CLI_ARGS
 from _pretrained_helpers import save_hub_named, write_torchvision_file
 from official_layout import torchvision_resnet
 
@@ -230,23 +231,7 @@ def test_config_none_trains_everything():
     assert cfg.model.frozen_stages == 1 and cfg.model.norm_eval
 
 
-_TINY = [
-    "--synthetic-num-train",
-    "4",
-    "--synthetic-num-val",
-    "2",
-    "--workers",
-    "0",
-    "--batch-size",
-    "2",
-    "--no-progress",
-    "--no-eval",
-    "--config",
-    "solov2_light_448_r18_3x",
-    "--cfg-options",
-    "model.train_scales=((160,128),)",
-    "model.test_scale=(160,128)",
-]
+_TINY = ["--no-eval", "--config", "solov2_light_448_r18_3x", *TINY_CLI_ARGS]
 
 
 def test_train_offline_error_before_training(tmp_path, torch_home, monkeypatch):
