@@ -127,7 +127,9 @@ def test_candidates_fallback_and_all_bad(tmp_path):
     with open(tmp_path / "latest", "w") as f:
         f.write(name[: len(name) // 2])
     assert f"names {name[: len(name) // 2]!r}, which does not exist" in pointer_problem(str(tmp_path))
-    assert resume_candidates(str(tmp_path)) == sorted(paths, key=os.path.getmtime, reverse=True)
+    # newest first; files written within one timestamp tick tie and go by name, newest name first
+    newest_first = sorted(paths, key=lambda p: (os.path.getmtime(p), os.path.basename(p)), reverse=True)
+    assert resume_candidates(str(tmp_path)) == newest_first
     # a damaged pointer (binary junk) is ignored, not a UnicodeDecodeError
     with open(tmp_path / "latest", "wb") as f:
         f.write(rng.randbytes(32))

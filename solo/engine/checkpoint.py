@@ -287,8 +287,17 @@ def find_latest(work_dir: str) -> str | None:
             return cand
     if not os.path.isdir(work_dir):
         return None
+    pths = _checkpoint_files(work_dir)
+    return pths[0] if pths else None
+
+
+def _checkpoint_files(work_dir: str) -> list[str]:
+    """The ``*.pth`` files of ``work_dir`` (not temporary ``.*`` ones), newest first: modification time, and for files
+    written within one timestamp tick, name (descending), so that every caller and every rank orders them alike."""
     pths = [os.path.join(work_dir, n) for n in os.listdir(work_dir) if n.endswith(".pth") and not n.startswith(".")]
-    return max(pths, key=os.path.getmtime) if pths else None
+    pths = [p for p in pths if os.path.isfile(p)]
+    pths.sort(key=lambda p: (os.path.getmtime(p), os.path.basename(p)), reverse=True)
+    return pths
 
 
 def pointer_problem(work_dir: str) -> str | None:
@@ -309,9 +318,7 @@ def resume_candidates(work_dir: str) -> list[str]:
     candidates. Empty when there is none."""
     if not os.path.isdir(work_dir):
         return []
-    pths = [os.path.join(work_dir, n) for n in os.listdir(work_dir) if n.endswith(".pth") and not n.startswith(".")]
-    pths = [p for p in pths if os.path.isfile(p)]
-    pths.sort(key=lambda p: (os.path.getmtime(p), os.path.basename(p)), reverse=True)
+    pths = _checkpoint_files(work_dir)
     first = find_latest(work_dir)
     if first in pths:
         pths.remove(first)
