@@ -201,7 +201,7 @@ def _datasets(args, need_train: bool):
     return train, val, synthetic
 
 
-def _resolve_config(args, ckpt_config: dict | None, num_classes: int, synthetic_preset: bool, class_names=None):
+def _resolve_config(args, ckpt_config: dict | None, num_classes: int, class_names=None):
     """The run's config: --config (or the checkpoint's, or the default preset) with --cfg-options, the dataset's class
     count (from its annotation file) and --backbone-weights applied; notes what it changed on stdout (rank 0)."""
     from solo.configs.presets import get_config
@@ -521,8 +521,8 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
 
         train_set, val_set, synthetic = _datasets(args, need_train=not args.eval_only)
         if ckpt is not None:
-            _check_checkpoint_classes(args, ckpt, args.checkpoint or find_latest(args.work_dir), val_set)
-        cfg = _resolve_config(args, ckpt_cfg, val_set.num_classes, synthetic, val_set.class_names)
+            _check_checkpoint_classes(args, ckpt, ckpt_path, val_set)
+        cfg = _resolve_config(args, ckpt_cfg, val_set.num_classes, val_set.class_names)
         work_dir = args.work_dir or os.path.join("work_dirs", cfg.name)
         if rank == 0:
             os.makedirs(work_dir, exist_ok=True)

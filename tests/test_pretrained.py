@@ -209,25 +209,25 @@ def _args(**kw):
 def test_config_none_trains_everything():
     from solo.train import _resolve_config
 
-    pre = _resolve_config(_args(), None, 80, False)
+    pre = _resolve_config(_args(), None, 80)
     assert pre.model.backbone_weights == "torchvision://resnet18"
     assert pre.model.frozen_stages == 1 and pre.model.norm_eval
     for spec in ("none", "None", "NONE"):
-        cfg = _resolve_config(_args(backbone_weights=spec), None, 80, False)
+        cfg = _resolve_config(_args(backbone_weights=spec), None, 80)
         assert cfg.model.backbone_weights is None and cfg.model.frozen_stages == -1 and not cfg.model.norm_eval
     # explicit --cfg-options win over the from-scratch default
-    cfg = _resolve_config(_args(backbone_weights="none", cfg_options=["model.frozen_stages=0"]), None, 80, False)
+    cfg = _resolve_config(_args(backbone_weights="none", cfg_options=["model.frozen_stages=0"]), None, 80)
     assert cfg.model.frozen_stages == 0 and not cfg.model.norm_eval
-    cfg = _resolve_config(_args(cfg_options=["model.backbone_weights=none"]), None, 80, False)
+    cfg = _resolve_config(_args(cfg_options=["model.backbone_weights=none"]), None, 80)
     assert cfg.model.backbone_weights is None and cfg.model.frozen_stages == -1
     # a local file: the preset's freezing
-    cfg = _resolve_config(_args(backbone_weights="/x/r18.pth"), None, 80, False)
+    cfg = _resolve_config(_args(backbone_weights="/x/r18.pth"), None, 80)
     assert cfg.model.backbone_weights == "/x/r18.pth" and cfg.model.frozen_stages == 1 and cfg.model.norm_eval
     with pytest.raises(SystemExit, match="--backbone-weights: unknown torchvision weights"):
-        _resolve_config(_args(backbone_weights="torchvision://resnet7"), None, 80, False)
+        _resolve_config(_args(backbone_weights="torchvision://resnet7"), None, 80)
     # a config read from a checkpoint keeps the freezing it was trained with
     stored = {"name": "c", "model": {"depth": 18, "frozen_stages": 1, "norm_eval": True}}
-    cfg = _resolve_config(_args(config=None), stored, 80, False)
+    cfg = _resolve_config(_args(config=None), stored, 80)
     assert cfg.model.frozen_stages == 1 and cfg.model.norm_eval
 
 
