@@ -488,133 +488,160 @@ def main(argv=None, eval_only: bool = False) -> dict | None:
     metrics (None when evaluation is off)."""
     prog = "python -m solo.eval" if eval_only else "python -m solo.train"
     args = build_parser(prog, eval_only=eval_only).parse_args(argv)
-    from solo.engine.checkpoint import CheckpointReadError, find_latest, load_first_loadable
-    from solo.models import build_model
-
     for name in ("batch_size", "workers", "epochs", "max_iters"):
         v = getattr(args, name, None)
         if v is not None and v < (0 if name == "workers" else 1):
             raise SystemExit(f"--{name.replace('_', '-')} must be >= {0 if name == 'workers' else 1}, got {v}")
     rank, world, device = _init_distributed(args)
+    finished = False
     try:
-        ckpt = None
-        # The file named (or a folder's latest) and no other: weights to evaluate or to start from are the user's
-        # choice, so an unreadable one is an error naming it and the reason, not a silent fallback. Every rank
-        # loads it and they agree (load_first_loadable), so one rank failing stops them all.
-        ckpt_path = None
-        if args.checkpoint is not None:
-            ckpt_path = args.checkpoint
-            if os.path.isdir(ckpt_path):
-                ckpt_path = find_latest(ckpt_path) or ckpt_path
-            if not os.path.exists(ckpt_path):
-                raise SystemExit(f"--checkpoint {args.checkpoint!r} does not exist")
-        elif args.eval_only and args.work_dir is not None and find_latest(args.work_dir):
-            ckpt_path = find_latest(args.work_dir)
-        if ckpt_path is not None:
-            try:
-                ckpt = load_first_loadable([ckpt_path])[1]
-            except CheckpointReadError as e:
-                raise SystemExit(f"--checkpoint: {e}") from None
-        if args.eval_only and ckpt is None:
-            raise SystemExit("--eval-only needs --checkpoint (or a --work-dir with a checkpoint)")
-        ckpt_cfg = ckpt.get("config") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
-
-        train_set, val_set, synthetic = _datasets(args, need_train=not args.eval_only)
-        if ckpt is not None:
-            _check_checkpoint_classes(args, ckpt, ckpt_path, val_set)
-        cfg = _resolve_config(args, ckpt_cfg, val_set.num_classes, val_set.class_names)
-        work_dir = args.work_dir or os.path.join("work_dirs", cfg.name)
-        if rank == 0:
-            os.makedirs(work_dir, exist_ok=True)
-            print(
-                f"config {cfg.name}: {cfg.model.head} R{cfg.model.depth}, {cfg.model.num_classes} classes; "
-                f"data: {'synthetic' if synthetic else args.data_root} ({len(val_set)} val images"
-                f"{'' if train_set is None else f', {len(train_set)} train images'}); {world} process(es) on "
-                f"{device}; work dir {work_dir}",
-                flush=True,
-            )
-            with open(os.path.join(work_dir, "config.json"), "w") as f:
-                json.dump(dataclasses.asdict(cfg), f, indent=1)
-
-        torch.manual_seed(args.seed)
-        model = build_model(cfg, backend=args.backend)
-        if ckpt is not None:
-            _load_weights(model, ckpt, strict=args.eval_only, verbose=rank == 0)
-        if not args.eval_only:
-            restored = _resume_source(args, work_dir) or args.checkpoint
-            _setup_backbone(model, cfg, args, restored, rank, world)
-        model.to(device)
-        from solo.engine.trainer import resolve_amp
-
-        amp = resolve_amp(getattr(args, "amp", None) or cfg.train.amp, device)
-        fmt = args.memory_format
-        if fmt == "auto":
-            fmt = "channels_last" if device.type == "cpu" or amp != "off" else "contiguous"
-        if fmt == "channels_last":
-            model.to(memory_format=torch.channels_last)
-        if rank == 0 and not args.eval_only:
-            print(f"precision: {'fp32' if amp == 'off' else amp + ' autocast'}, memory format {fmt}", flush=True)
-        if rank == 0:
-            print(_ops_line(args.backend, device), flush=True)
-
-        if args.eval_only:
-            from solo.evaluation import evaluate
-
-            return evaluate(
-                model,
-                val_set,
-                device=device,
-                out_dir=work_dir if rank == 0 else None,
-                max_images=args.max_eval_images,
-                progress=not args.no_progress,
-            )
-
-        from solo.data import collate
-        from solo.engine.trainer import Trainer, format_counts
-
-        index_skips = dict(train_set.skipped)  # counted once when the dataset was built (same on every rank)
-        if rank == 0 and index_skips:
-            print(f"training set: skipped when indexing the annotations: {format_counts(index_skips)}", flush=True)
-
-        eval_hook = _EvalHook(val_set, args.eval_period, not args.no_eval, args.max_eval_images, not args.no_progress)
-        trainer = Trainer(
-            cfg,
-            model,
-            train_set,
-            work_dir,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            max_iters=args.max_iters,
-            workers=args.workers,
-            amp=amp,
-            device=device,
-            nonfinite="skip" if args.skip_nonfinite else "stop",
-            log_period=args.log_period,
-            checkpoint_period=args.checkpoint_period,
-            collate_fn=collate,
-            class_names=train_set.class_names,
-            progress=not args.no_progress,
-            hooks=[eval_hook],
-        )
-        try:
-            trainer.train(resume=args.resume)
-        except FloatingPointError as e:
-            raise SystemExit(f"error: {e}") from None
-        except CheckpointReadError as e:  # --resume: the file named, or every checkpoint of the work dir
-            raise SystemExit(f"--resume: {e}") from None
-        if rank == 0:
-            print(
-                f"data skipped: when indexing the annotations: {format_counts(index_skips)}; when loading "
-                f"(all epochs and processes): {format_counts(trainer.data_skip_reasons)}",
-                flush=True,
-            )
-            if trainer.skipped_steps:
-                print(f"steps skipped for a non-finite loss: {trainer.skipped_steps}", flush=True)
-        return eval_hook.metrics
+        metrics = _run(args, rank, world, device)
+        finished = True
+        return metrics
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        _shutdown_distributed(finished)
+
+
+def _shutdown_distributed(finished: bool) -> None:
+    """Tear the process group down while the interpreter is fully alive.
+
+    The DDP model, its reducer and the trainer hold the process group; left to interpreter finalization, its gloo
+    threads and pending work are destroyed in an order that can abort the process ("terminate called without an
+    active exception", SIGABRT) after a run that succeeded. ``_run`` has returned, so its frame no longer holds them:
+    a collection frees the reference cycles that still do. After a successful run every rank meets at a barrier
+    first, so that none tears down while another is still in a collective; after an error no barrier (the other
+    ranks may be gone) and only this rank's resources are released."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    import gc
+
+    gc.collect()
+    if finished:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    gc.collect()
+
+
+def _run(args, rank: int, world: int, device: torch.device) -> dict | None:
+    """The body of ``main`` once the process group (if any) is up: its locals (model, trainer) end with it."""
+    from solo.engine.checkpoint import CheckpointReadError, find_latest, load_first_loadable
+    from solo.models import build_model
+
+    ckpt = None
+    # The file named (or a folder's latest) and no other: weights to evaluate or to start from are the user's
+    # choice, so an unreadable one is an error naming it and the reason, not a silent fallback. Every rank
+    # loads it and they agree (load_first_loadable), so one rank failing stops them all.
+    ckpt_path = None
+    if args.checkpoint is not None:
+        ckpt_path = args.checkpoint
+        if os.path.isdir(ckpt_path):
+            ckpt_path = find_latest(ckpt_path) or ckpt_path
+        if not os.path.exists(ckpt_path):
+            raise SystemExit(f"--checkpoint {args.checkpoint!r} does not exist")
+    elif args.eval_only and args.work_dir is not None and find_latest(args.work_dir):
+        ckpt_path = find_latest(args.work_dir)
+    if ckpt_path is not None:
+        try:
+            ckpt = load_first_loadable([ckpt_path])[1]
+        except CheckpointReadError as e:
+            raise SystemExit(f"--checkpoint: {e}") from None
+    if args.eval_only and ckpt is None:
+        raise SystemExit("--eval-only needs --checkpoint (or a --work-dir with a checkpoint)")
+    ckpt_cfg = ckpt.get("config") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
+
+    train_set, val_set, synthetic = _datasets(args, need_train=not args.eval_only)
+    if ckpt is not None:
+        _check_checkpoint_classes(args, ckpt, ckpt_path, val_set)
+    cfg = _resolve_config(args, ckpt_cfg, val_set.num_classes, val_set.class_names)
+    work_dir = args.work_dir or os.path.join("work_dirs", cfg.name)
+    if rank == 0:
+        os.makedirs(work_dir, exist_ok=True)
+        print(
+            f"config {cfg.name}: {cfg.model.head} R{cfg.model.depth}, {cfg.model.num_classes} classes; "
+            f"data: {'synthetic' if synthetic else args.data_root} ({len(val_set)} val images"
+            f"{'' if train_set is None else f', {len(train_set)} train images'}); {world} process(es) on "
+            f"{device}; work dir {work_dir}",
+            flush=True,
+        )
+        with open(os.path.join(work_dir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=1)
+
+    torch.manual_seed(args.seed)
+    model = build_model(cfg, backend=args.backend)
+    if ckpt is not None:
+        _load_weights(model, ckpt, strict=args.eval_only, verbose=rank == 0)
+    if not args.eval_only:
+        restored = _resume_source(args, work_dir) or args.checkpoint
+        _setup_backbone(model, cfg, args, restored, rank, world)
+    model.to(device)
+    from solo.engine.trainer import resolve_amp
+
+    amp = resolve_amp(getattr(args, "amp", None) or cfg.train.amp, device)
+    fmt = args.memory_format
+    if fmt == "auto":
+        fmt = "channels_last" if device.type == "cpu" or amp != "off" else "contiguous"
+    if fmt == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    if rank == 0 and not args.eval_only:
+        print(f"precision: {'fp32' if amp == 'off' else amp + ' autocast'}, memory format {fmt}", flush=True)
+    if rank == 0:
+        print(_ops_line(args.backend, device), flush=True)
+
+    if args.eval_only:
+        from solo.evaluation import evaluate
+
+        return evaluate(
+            model,
+            val_set,
+            device=device,
+            out_dir=work_dir if rank == 0 else None,
+            max_images=args.max_eval_images,
+            progress=not args.no_progress,
+        )
+
+    from solo.data import collate
+    from solo.engine.trainer import Trainer, format_counts
+
+    index_skips = dict(train_set.skipped)  # counted once when the dataset was built (same on every rank)
+    if rank == 0 and index_skips:
+        print(f"training set: skipped when indexing the annotations: {format_counts(index_skips)}", flush=True)
+
+    eval_hook = _EvalHook(val_set, args.eval_period, not args.no_eval, args.max_eval_images, not args.no_progress)
+    trainer = Trainer(
+        cfg,
+        model,
+        train_set,
+        work_dir,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        max_iters=args.max_iters,
+        workers=args.workers,
+        amp=amp,
+        device=device,
+        nonfinite="skip" if args.skip_nonfinite else "stop",
+        log_period=args.log_period,
+        checkpoint_period=args.checkpoint_period,
+        collate_fn=collate,
+        class_names=train_set.class_names,
+        progress=not args.no_progress,
+        hooks=[eval_hook],
+    )
+    try:
+        trainer.train(resume=args.resume)
+    except FloatingPointError as e:
+        raise SystemExit(f"error: {e}") from None
+    except CheckpointReadError as e:  # --resume: the file named, or every checkpoint of the work dir
+        raise SystemExit(f"--resume: {e}") from None
+    if rank == 0:
+        print(
+            f"data skipped: when indexing the annotations: {format_counts(index_skips)}; when loading "
+            f"(all epochs and processes): {format_counts(trainer.data_skip_reasons)}",
+            flush=True,
+        )
+        if trainer.skipped_steps:
+            print(f"steps skipped for a non-finite loss: {trainer.skipped_steps}", flush=True)
+    return eval_hook.metrics
 
 
 if __name__ == "__main__":
