@@ -73,3 +73,68 @@ def test_import_without_extension_or_triton():
     assert out.returncode == 0, out.stderr
     assert "solo._C is not built" in out.stdout and "pip install --no-build-isolation" in out.stdout
     assert "triton is not installed" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("arch_list", "capability", "runs"),
+    [
+        ("7.5;8.0;8.6;8.9;9.0+PTX", (9, 0), True),  # machine code for the device itself
+        ("7.5;8.0;8.6;8.9;9.0+PTX", (8, 7), True),  # sm_86 machine code runs on 8.7 (same major, lower minor)
+        ("7.5;8.0;8.6;8.9;9.0+PTX", (10, 0), True),  # compute_90 PTX, JIT-compiled by the driver
+        ("7.5;8.0;8.6;8.9;9.0+PTX", (12, 0), True),
+        ("7.5;8.0;8.6;8.9;9.0", (10, 0), False),  # no PTX: nothing runs on Blackwell
+        ("8.0 9.0", (7, 5), False),  # machine code never runs on an older device
+        ("9.0+PTX", (8, 9), False),  # nor PTX of a newer version
+        ("10.0;12.0", (12, 1), True),
+        ("9.0a", (9, 0), True),
+    ],
+)
+def test_arch_runs_on(arch_list, capability, runs):
+    assert _backend.arch_runs_on(arch_list, capability) is runs
+
+
+def test_parse_arch_list():
+    assert _backend.parse_arch_list("7.5;9.0+PTX") == [(7, 5, False), (9, 0, False), (9, 0, True)]
+    assert _backend.parse_arch_list(" 8.0  8.6 ") == [(8, 0, False), (8, 6, False)]
+    with pytest.raises(ValueError, match="Hopper"):
+        _backend.parse_arch_list("Hopper")
+
+
+def _fake_cuda_device(monkeypatch, capability, arch_list, name="NVIDIA Fake GPU"):
+    """The cuda backend's view of a machine with one GPU of ``capability`` and an extension built for
+    ``arch_list``: everything but the capability check is made to pass."""
+    import types
+
+    monkeypatch.setattr(_backend._ext, "has_ext", lambda: True)
+    monkeypatch.setattr(_backend._ext, "has_cuda_kernels", lambda: True)
+    info = types.SimpleNamespace(TORCH_VERSION=torch.__version__, CUDA_ARCH_LIST=arch_list, SOURCE_DIR=None)
+    monkeypatch.setattr(_backend._ext, "BUILD_INFO", info)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: name)
+
+
+def test_cuda_backend_refuses_a_device_the_build_has_no_code_for(monkeypatch):
+    _fake_cuda_device(monkeypatch, (12, 0), "7.5;8.0;8.6;8.9;9.0", name="NVIDIA GeForce RTX 5090")
+    ok, why = _backend.backend_status("cuda", "cuda")
+    assert not ok
+    for part in ("NVIDIA GeForce RTX 5090", "sm_120", "7.5;8.0;8.6;8.9;9.0", 'TORCH_CUDA_ARCH_LIST="12.0"', "pip"):
+        assert part in why, (part, why)
+    # auto skips it (triton or the reference runs instead); an explicit request raises with the reason
+    monkeypatch.delenv("SOLO_BACKEND", raising=False)
+    assert _backend.resolve_backend(None, torch.device("cuda")) != "cuda"
+    with pytest.raises(RuntimeError, match="sm_120"):
+        _backend.resolve_backend("cuda", torch.device("cuda"))
+
+
+def test_cuda_backend_accepts_a_device_the_build_covers(monkeypatch):
+    _fake_cuda_device(monkeypatch, (10, 0), "7.5;8.0;8.6;8.9;9.0+PTX")  # through compute_90 PTX
+    ok, why = _backend.backend_status("cuda", "cuda:0")
+    assert ok and "9.0+PTX" in why
+    monkeypatch.delenv("SOLO_BACKEND", raising=False)
+    assert _backend.resolve_backend(None, torch.device("cuda")) == "cuda"
+    _fake_cuda_device(monkeypatch, (9, 0), None)  # a build that did not record its list is not refused
+    assert _backend.backend_status("cuda", "cuda")[0]
+    _fake_cuda_device(monkeypatch, (9, 0), "Hopper")  # nor one whose list names architectures
+    assert _backend.backend_status("cuda", "cuda")[0]

@@ -41,6 +41,62 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def parse_arch_list(arch_list: str) -> list[tuple[int, int, bool]]:
+    """``"7.5;8.0;9.0+PTX"`` (TORCH_CUDA_ARCH_LIST syntax: ';' or spaces, optional ``+PTX``) ->
+    ``[(7, 5, False), (8, 0, False), (9, 0, False), (9, 0, True)]``: (major, minor, is_ptx) for each code the
+    extension carries; ``X.Y+PTX`` carries both sm_XY machine code and compute_XY PTX. Suffixed architectures
+    (``9.0a``) count as their base. Raises ValueError on other entries (torch also takes names like ``Hopper``)."""
+    codes = []
+    for entry in arch_list.replace(";", " ").replace(",", " ").split():
+        base, _, suffix = entry.partition("+")
+        digits = base.rstrip("af").split(".")
+        if len(digits) != 2 or not all(d.isdigit() for d in digits) or suffix.upper() not in ("", "PTX"):
+            raise ValueError(f"unrecognised CUDA architecture {entry!r} in {arch_list!r}")
+        major, minor = int(digits[0]), int(digits[1])
+        codes.append((major, minor, False))
+        if suffix.upper() == "PTX":
+            codes.append((major, minor, True))
+    return codes
+
+
+def arch_runs_on(arch_list: str, capability: tuple[int, int]) -> bool:
+    """Whether an extension built for ``arch_list`` has code a device of ``capability`` can run: machine code of
+    the same major version and a minor version <= the device's (sm_80 runs on 8.6), or PTX of a version <= the
+    device's, which the driver compiles at the first launch (compute_90 runs on 10.0, slowly the first time)."""
+    major, minor = capability
+    for code_major, code_minor, ptx in parse_arch_list(arch_list):
+        if ptx and (code_major, code_minor) <= (major, minor):
+            return True
+        if not ptx and code_major == major and code_minor <= minor:
+            return True
+    return False
+
+
+def _cuda_arch_status(device: torch.device | None) -> tuple[bool, str]:
+    """(usable, reason) of the cuda backend on ``device`` (None: the current device) given the architectures
+    solo._C was compiled for. Without the check, a kernel launch on a GPU the build has no code for fails with
+    'no kernel image is available for execution on the device' in the middle of a training step."""
+    arch_list = getattr(_ext.BUILD_INFO, "CUDA_ARCH_LIST", None)
+    if not arch_list:  # a build from before the record held the list: nothing to compare with
+        return True, "solo._C CUDA kernels"
+    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    capability = tuple(torch.cuda.get_device_capability(index))
+    try:
+        runs = arch_runs_on(arch_list, capability)
+    except ValueError:  # e.g. a named architecture: let the launch decide rather than refuse a working build
+        return True, f"solo._C CUDA kernels (built for {arch_list}; not checked against this device)"
+    if runs:
+        return True, f"solo._C CUDA kernels (built for {arch_list})"
+    name = torch.cuda.get_device_name(index)
+    sm = f"sm_{capability[0]}{capability[1]}"
+    return False, (
+        f"solo._C's CUDA kernels were built for the architectures {arch_list}, none of which runs on cuda:{index} "
+        f"({name}, compute capability {capability[0]}.{capability[1]}, {sm}); rebuild for it with: "
+        f'TORCH_CUDA_ARCH_LIST="{capability[0]}.{capability[1]}" '
+        + _ext.rebuild_command(getattr(_ext.BUILD_INFO, "SOURCE_DIR", None))
+    )
+
+
 def backend_status(name: str, device: torch.device | str | None = None) -> tuple[bool, str]:
     """(usable, reason) for backend ``name`` on ``device`` (None: any device this machine has)."""
     if name not in BACKENDS:
@@ -69,7 +125,7 @@ def backend_status(name: str, device: torch.device | str | None = None) -> tuple
             return False, f"the cuda backend runs on CUDA tensors, not {dev}"
         if not torch.cuda.is_available():
             return False, "no CUDA device is available"
-        return True, "solo._C CUDA kernels"
+        return _cuda_arch_status(torch.device(device) if dev == "cuda" else None)
     ok, why = _triton_status()
     if not ok:
         return False, why
