@@ -69,7 +69,9 @@ def test_import_without_extension_or_triton():
         "print(float(solo.ops.dice_loss(torch.randn(2, 3, 3), torch.ones(2, 3, 3)).sum()))\n"
     )
     env = dict(os.environ, SOLO_BACKEND="")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert "solo._C is not built" in out.stdout and "pip install --no-build-isolation" in out.stdout
     assert "triton is not installed" in out.stdout
