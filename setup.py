@@ -8,7 +8,8 @@ with the torch it finds before loading the extension.
 Environment switches (all optional):
   SOLO_NO_EXT=1          install pure Python (the reference and Triton backends still work)
   SOLO_FORCE_CUDA=1      build the CUDA kernels even when torch has no CUDA runtime here (CI compile check)
-  TORCH_CUDA_ARCH_LIST   CUDA architectures; default 7.5 8.0 8.6 8.9 9.0+PTX (and 7.0 with CUDA < 13)
+  TORCH_CUDA_ARCH_LIST   CUDA architectures; default 7.5 8.0 8.6 8.9 9.0+PTX, plus 7.0 with CUDA < 13 and
+                         10.0 12.0 (Blackwell) with CUDA >= 12.8 and torch >= 2.7; one GPU only: e.g. "9.0"
   CUDA_HOME              CUDA toolkit root; found from nvcc on the PATH otherwise
   SOLO_DEBUG=1           -O0 -g instead of -O3
   SOLO_BUILD_TORCH       torch requirement of an isolated build (see _build/solo_build_backend.py)
@@ -68,6 +69,13 @@ def nvcc_version(cuda_home):
         return None
     m = re.search(r"release (\d+)\.(\d+)", out)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def torch_knows_blackwell(torch_version: str) -> bool:
+    """torch.utils.cpp_extension accepts 10.0/12.0 in TORCH_CUDA_ARCH_LIST from torch 2.7 (it raises on an
+    architecture it does not know, so an older torch with a newer nvcc must not get them)."""
+    m = re.match(r"(\d+)\.(\d+)", torch_version)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (2, 7)
 
 
 # What every install needs besides torch (whose requirement depends on the build: see torch_requirement).
@@ -162,6 +170,12 @@ def extensions():
             archs = ["7.5", "8.0", "8.6", "8.9", "9.0+PTX"]
             if version is not None and version[0] < 13:
                 archs.insert(0, "7.0")  # V100, the GPU of the original SOLO results; CUDA 13 dropped it
+            if version is not None and version >= (12, 8) and torch_knows_blackwell(torch.__version__):
+                # B200/GB200 (sm_100; B300's sm_103 runs it) and RTX 50xx/RTX PRO (sm_120; sm_121 runs it). The
+                # compute_90 PTX would run there too, but the driver JIT-compiles every kernel at the first launch
+                # of each process (seconds, or minutes with a cold cache) and the code is tuned for Hopper; native
+                # code costs two more nvcc passes per .cu file (~+40% of the kernels' compile time).
+                archs += ["10.0", "12.0"]
             os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
         arch_list = os.environ["TORCH_CUDA_ARCH_LIST"]
         sources += sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("kernels/*.cu"))
