@@ -1,6 +1,6 @@
 """Helpers of benchmarks/gpu_check.sh (the environment record, the wheel check, result files and the summary).
 
-    python benchmarks/_gpu_check.py env OUT_JSON [--dry-run] [--arch X.Y] [--wheels DIR]
+    python benchmarks/_gpu_check.py env OUT_JSON [--dry-run] [--wheels DIR]
     python benchmarks/_gpu_check.py header ENV_JSON          # one line for the top of each log
     python benchmarks/_gpu_check.py missing [--wheels DIR]   # modules solo and its tests import that are missing
     python benchmarks/_gpu_check.py names                    # the benchmark's ops (line 1) and e2e presets (line 2)
@@ -99,7 +99,7 @@ def _run(cmd: list[str]) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def environment(dry_run: bool, arch: str | None, wheels: str | None) -> dict:
+def environment(dry_run: bool, wheels: str | None) -> dict:
     """What the results were measured on: GPU, driver, torch/triton/CUDA versions, date, commit."""
     env: dict = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -114,7 +114,6 @@ def environment(dry_run: bool, arch: str | None, wheels: str | None) -> dict:
         "torch_cuda": None,
         "triton": None,
         "nvcc": None,
-        "arch": arch,
         "git_commit": _run(["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "HEAD"]),
     }
     smi = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
@@ -216,7 +215,7 @@ def main(argv: list[str]) -> int:
         return 2
     cmd, args = argv[0], argv[1:]
     if cmd == "env":
-        env = environment("--dry-run" in args, _opt(args, "--arch"), _opt(args, "--wheels"))
+        env = environment("--dry-run" in args, _opt(args, "--wheels"))
         _dump(env, args[0])
         print(header(env))
     elif cmd == "names":  # one import for both lists (importing torch costs seconds)

@@ -70,6 +70,7 @@ fi
 OUT=${OUT:-benchmarks/results/gpu_$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT" || die "--out: cannot create '$OUT'"
 OUT=$(cd "$OUT" && pwd)
+Q_OUT=$(printf %q "$OUT")  # for the stage commands, which run through bash -c
 [ -z "$(ls -A "$OUT")" ] || echo "gpu_check: note: $OUT is not empty; files of the same name are replaced"
 STAGES=$(mktemp)  # stage rows for summary.md, outside the results folder (8 files at most there)
 trap 'rm -f "$STAGES"' EXIT
@@ -98,20 +99,18 @@ $HELPER missing "${WHEEL_ARGS[@]}"
 MISSING_RC=$?
 [ "$MISSING_RC" = 0 ] || echo "gpu_check: WARNING: required modules are missing (above); stages that import them fail"
 
-# --- the GPU's architecture ------------------------------------------------------------------------------------
-ARCH=""
-if [ "$DRY" = 0 ]; then
-  ARCH=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability(0))' 2>/dev/null) || ARCH=""
-  [ -n "$ARCH" ] || echo "gpu_check: WARNING: torch sees no CUDA device; the GPU stages will fail"
-fi
-ARCH=${ARCH:-9.0}  # dry run (or no GPU): show the commands for an H100/H200
-CMAKE_ARCH=${ARCH/./}
-NPROC=$(nproc 2>/dev/null || echo 4)
-
-ENV_ARGS=(--arch "$ARCH"); [ "$DRY" = 1 ] && ENV_ARGS+=(--dry-run); [ -n "$WHEELS" ] && ENV_ARGS+=(--wheels "$WHEELS")
+# --- the environment and the GPU's architecture (one torch import: it costs seconds) ---------------------------
+ENV_ARGS=(); [ "$DRY" = 1 ] && ENV_ARGS+=(--dry-run); [ -n "$WHEELS" ] && ENV_ARGS+=(--wheels "$WHEELS")
 $HELPER env "$OUT/env.json" "${ENV_ARGS[@]}" >/dev/null || die "could not write $OUT/env.json"
 HEADER=$($HELPER header "$OUT/env.json")
 echo "$HEADER"
+ARCH=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["compute_capability"] or "")' "$OUT/env.json")
+if [ -z "$ARCH" ]; then
+  [ "$DRY" = 1 ] || echo "gpu_check: WARNING: torch sees no CUDA device; the GPU stages will fail"
+  ARCH=9.0  # dry run (or no GPU): show the commands for an H100/H200
+fi
+CMAKE_ARCH=${ARCH/./}
+NPROC=$(nproc 2>/dev/null || echo 4)
 for log in build.log tests.log bench.log; do
   { echo "$HEADER"; echo "# missing modules: $($HELPER missing "${WHEEL_ARGS[@]}" | tr '\n' ';')"; } > "$OUT/$log"
 done
@@ -122,6 +121,7 @@ $HELPER summary "$OUT/env.json" "$STAGES" "$OUT/summary.md"
 run_stage() {
   local name=$1 limit=$2 log=$3 cmd=$4 left status note="" rc start
   left=$((DEADLINE - SECONDS))
+  [ "$left" -ge 0 ] || left=0
   [ "$limit" -le "$left" ] || limit=$left
   printf '\n=== %s (limit %ss): %s\n' "$name" "$limit" "$cmd" | tee -a "$OUT/$log"
   if [ "$DRY" = 1 ]; then
@@ -156,7 +156,7 @@ run_stage build 240 build.log \
 
 # 2. The self-test (another module, maybe absent from this checkout).
 if [ "$DRY" = 1 ] || "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("solo.selftest") is None)' 2>/dev/null; then
-  run_stage selftest 90 tests.log "$PY -m solo.selftest --device cuda --json $OUT/selftest.json"
+  run_stage selftest 90 tests.log "$PY -m solo.selftest --device cuda --json $Q_OUT/selftest.json"
   # a failing self-test still writes its JSON: stamp it either way
   if [ "$DRY" = 0 ] && [ -f "$OUT/selftest.json" ]; then
     $HELPER stamp "$OUT/env.json" "$OUT/selftest.json" || echo "gpu_check: selftest.json is not valid JSON"
@@ -186,13 +186,13 @@ OPS=${OPS:-sigmoid_focal_loss dice_loss matrix_nms}
 PRESETS=${PRESETS:-solov2_synthetic_r18}
 for op in $OPS; do
   run_stage "bench:$op" 120 bench.log \
-    "rm -f $BENCH_TMP/*.json && $PY benchmarks/run.py --device cuda --ops $op --out $BENCH_TMP --quiet && $HELPER append $OUT/env.json $OUT/bench.json \$(ls $BENCH_TMP/*.json | grep -v /latest- | head -1)"
+    "rm -f $BENCH_TMP/*.json && $PY benchmarks/run.py --device cuda --ops $op --out $BENCH_TMP --quiet && $HELPER append $Q_OUT/env.json $Q_OUT/bench.json \$(ls $BENCH_TMP/*.json | grep -v /latest- | head -1)"
 done
 first=1
 for preset in $PRESETS; do
   post=$([ "$first" = 1 ] || echo " --no-postprocess"); first=0  # the post-processing row once
   run_stage "e2e:$preset" 120 bench.log \
-    "rm -f $BENCH_TMP/*.json && $PY benchmarks/run.py --e2e --device cuda --presets $preset$post --out $BENCH_TMP --quiet && $HELPER append $OUT/env.json $OUT/bench_e2e.json \$(ls $BENCH_TMP/*.json | grep -v /latest- | head -1)"
+    "rm -f $BENCH_TMP/*.json && $PY benchmarks/run.py --e2e --device cuda --presets $preset$post --out $BENCH_TMP --quiet && $HELPER append $Q_OUT/env.json $Q_OUT/bench_e2e.json \$(ls $BENCH_TMP/*.json | grep -v /latest- | head -1)"
 done
 rm -rf "$BENCH_TMP"
 

@@ -80,8 +80,8 @@ def test_dry_run_writes_env_and_summary_and_checks_wheels(tmp_path):
     assert {"env.json", "summary.md"} <= set(files) and len(files) <= 8
     assert all((out_dir / f).is_file() for f in files)
     env = json.loads((out_dir / "env.json").read_text())
-    assert env["dry_run"] is True and env["arch"] == "9.0" and env["missing_required"] == ["pycocotools", "tqdm"]
-    for key in ("gpu", "driver", "torch", "torch_cuda", "triton", "nvcc", "date_utc"):
+    assert env["dry_run"] is True and env["missing_required"] == ["pycocotools", "tqdm"]
+    for key in ("gpu", "compute_capability", "driver", "torch", "torch_cuda", "triton", "nvcc", "date_utc"):
         assert key in env
     summary = (out_dir / "summary.md").read_text()
     assert summary.startswith("# gpu_check ") and "DRY RUN" in summary.splitlines()[0]
