@@ -31,6 +31,11 @@
 # pycocotools 2.0.11 is one abi3 wheel of 0.4 MB (needs numpy only), far under the 64 MiB the working tree may carry.
 # `.whl/` is git-ignored; the wheel check below names any other module that is missing and the wheel to bring.
 #
+# It rebuilds solo._C in place (solo/_C*.so, solo/_build_info.py) for this GPU only: on a machine you keep, rebuild
+# with the default architecture list afterwards (`pip install --no-build-isolation --no-deps -e .`).
+# On this workplace's device tool: carry [".whl"], command `bash benchmarks/gpu_check.sh --wheels .whl --out $OUT`
+# (the 8 files come back), timeout_s 600.
+#
 # Exit status: 0 when every stage that ran passed, 1 when one failed or timed out, 2 on a usage error.
 set -uo pipefail  # not -e: a failing stage is recorded and the next one still runs
 cd "$(dirname "$0")/.."
