@@ -125,6 +125,9 @@ class OpCheck:
     shapes: Callable[[dict], str]
     grad_args: tuple[str, ...] = ()
     compare_grad: Callable[[Tensor, Tensor, dict, str], Verdict] | None = None
+    # The oracle is the reference backend's own code on the same inputs (exact ops): on the SOLO-sized cases the
+    # reference backend would only compare that code with itself, at the cost of a second run, so it is skipped.
+    reference_is_oracle: bool = False
 
 
 @dataclasses.dataclass
@@ -667,7 +670,7 @@ def _assign_cases() -> list[Case]:
             Case(f"{mode} 31+33 instances", _assign_inputs([31, 0, 33], *small)),
             Case(f"{mode} 5-level grids", _assign_inputs([9, 4], 96, 128, SOLO_GRIDS, SOLO_RANGES, mode)),
             # SOLO: a batch of 2 on an 800 x 1344 canvas, grids 40/36/24/16/12 and the COCO scale ranges.
-            Case(f"{mode} COCO", _assign_inputs([12, 7], 800, 1344, SOLO_GRIDS, SOLO_RANGES, mode), big=True),
+            Case(f"{mode} COCO", _assign_inputs([7, 5], 800, 1344, SOLO_GRIDS, SOLO_RANGES, mode), big=True),
         ]
     cases.append(
         Case(
@@ -734,6 +737,7 @@ OP_CHECKS: list[OpCheck] = [
         _down_oracle,
         _down_compare,
         lambda inp: f"{_shape(inp['masks'])} /{inp['stride']}",
+        reference_is_oracle=True,
     ),
     OpCheck(
         "paste_masks",
@@ -750,6 +754,7 @@ OP_CHECKS: list[OpCheck] = [
         _assign_oracle,
         _assign_compare,
         lambda inp: f"{_shape(inp['masks'])} B{inp['batch_size']}",
+        reference_is_oracle=True,
     ),
 ]
 TRAIN_CHECK = "train"
@@ -1239,7 +1244,11 @@ def run_selftest(args: argparse.Namespace, out=None) -> tuple[list[Row], dict]:
         for index, case in enumerate(check.cases()):
             if case.big and args.quick:
                 continue
-            runners = [b for b in usable if not (case.big and b in interpreted)]
+            runners = [
+                b
+                for b in usable
+                if not (case.big and (b in interpreted or (b == "reference" and check.reference_is_oracle)))
+            ]
             if not runners:
                 continue
             g = torch.Generator().manual_seed(_case_seed(args.seed, check.name, case.label, index))
