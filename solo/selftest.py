@@ -1066,12 +1066,12 @@ def environment(device: torch.device) -> dict:
 
 
 _COLUMNS = (
-    ("op", 26),
+    ("op", 27),
     ("backend", 9),
-    ("case", 26),
+    ("case", 28),
     ("shapes", 22),
     ("max err", 11),
-    ("tolerance", 22),
+    ("tolerance", 23),
     ("result", 6),
     ("ms", 9),
 )
