@@ -122,14 +122,20 @@ def paste_masks(
     Args: probs (Tensor[N, h, w], float), canvas_size/valid_size/out_size (h, w). Returns Tensor[N, out_h, out_w],
     bool. Computes in float32 (float64 for float64 probs).
     """
-    n = probs.shape[0]
-    if n == 0:
+    if probs.shape[0] == 0:
         return torch.zeros((0, *out_size), dtype=torch.bool, device=probs.device)
+    return paste_values(probs, canvas_size, valid_size, out_size) > threshold
+
+
+def paste_values(
+    probs: Tensor, canvas_size: tuple[int, int], valid_size: tuple[int, int], out_size: tuple[int, int]
+) -> Tensor:
+    """The resized probabilities of :func:`paste_masks` before the threshold: Tensor[N, out_h, out_w] in float32
+    (float64 for float64 probs). The oracle uses them to find the pixels within rounding of the threshold."""
     x = probs.to(acc_dtype(probs.dtype)).unsqueeze(1)
     canvas = F.interpolate(x, size=tuple(canvas_size), mode="bilinear", align_corners=False)
     canvas = canvas[:, :, : valid_size[0], : valid_size[1]]
-    out = F.interpolate(canvas, size=tuple(out_size), mode="bilinear", align_corners=False)
-    return out[:, 0] > threshold
+    return F.interpolate(canvas, size=tuple(out_size), mode="bilinear", align_corners=False)[:, 0]
 
 
 # --- Matrix NMS (SOLO_SPEC.md §9.3) -----------------------------------------------------------------------------
