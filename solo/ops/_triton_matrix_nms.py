@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx
+from solo.ops._triton_common import cpu_allowed, device_ctx, launch
 
 __all__ = ["matrix_nms"]
 
@@ -236,7 +236,7 @@ def _check_inputs(masks, labels, scores, areas, kernel, sigma) -> None:
         raise RuntimeError(f"{fn}: sigma must be a finite number >= 0, got {sigma}")
     if masks.shape[1] * masks.shape[2] >= 2**30:
         raise RuntimeError(f"{fn}: masks must have fewer than 2^30 pixels each, got {tuple(masks.shape[1:])}")
-    if not masks.is_cuda and not _is_interpreted():
+    if not masks.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(f"{fn} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
 
 
@@ -286,7 +286,9 @@ def matrix_nms(
     n_col = triton.cdiv(n, _EPI_BLOCK_J)
     with device_ctx(masks):
         if L > 0:
-            _inter_kernel[(n_tiles, splits)](
+            launch(
+                _inter_kernel,
+                (n_tiles, splits),
                 m,
                 inter,
                 n,
@@ -299,7 +301,9 @@ def matrix_nms(
                 num_warps=_NUM_WARPS,
                 num_stages=_NUM_STAGES,
             )
-        _comp_kernel[(n_col,)](
+        launch(
+            _comp_kernel,
+            (n_col,),
             inter,
             lab,
             areas_arg,
@@ -311,7 +315,9 @@ def matrix_nms(
             BLOCK_J=_EPI_BLOCK_J,
             num_warps=4,
         )
-        _decay_kernel[(n_col,)](
+        launch(
+            _decay_kernel,
+            (n_col,),
             inter,
             lab,
             areas_arg,

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx, split_f32
+from solo.ops._triton_common import cpu_allowed, device_ctx, launch, split_f32
 
 __all__ = ["paste_masks"]
 
@@ -194,7 +194,7 @@ def _check_inputs(probs: torch.Tensor, canvas_size, valid_size, out_size, thresh
         raise RuntimeError(f"{name}: valid_size {list(valid_size)} must fit inside canvas_size {list(canvas_size)}")
     if not math.isfinite(threshold):
         raise RuntimeError(f"{name}: threshold must be a finite number, got {threshold}")
-    if not probs.is_cuda and not _is_interpreted():
+    if not probs.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(f"{name} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
 
 
@@ -231,7 +231,9 @@ def paste_masks(
     else:
         thr_hi, thr_lo = split_f32(threshold)
     with device_ctx(p):
-        _paste_kernel[(n * tiles_per_mask,)](
+        launch(
+            _paste_kernel,
+            (n * tiles_per_mask,),
             p,
             out.view(torch.uint8),
             h,
