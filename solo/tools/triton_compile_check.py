@@ -266,13 +266,14 @@ def _downsample_cases() -> list[Case]:
     f = _entry(m.downsample_masks)
     out = []
     for mdt in (torch.bool, torch.uint8):
-        for stride in (4, 8, 1, 3, 2):  # SOLO's stride 4; odd (one tap) and even (four taps) paths
+        # SOLO's stride 4; odd (one tap) and even (four taps) paths. 3 divides no side of the COCO canvas: 768 x 1344.
+        for stride, hw in ((4, CANVAS), (8, CANVAS), (1, CANVAS), (2, CANVAS), (3, (768, 1344))):
             for M in (INSTANCES, 1):
                 out.append(
                     Case(
                         "downsample_masks",
-                        f"masks {_DT[mdt]}[{M}, 800, 1344] stride={stride}",
-                        lambda mdt=mdt, stride=stride, M=M: f(_meta((M, *CANVAS), mdt), stride),
+                        f"masks {_DT[mdt]}[{M}, {hw[0]}, {hw[1]}] stride={stride}",
+                        lambda mdt=mdt, stride=stride, M=M, hw=hw: f(_meta((M, *hw), mdt), stride),
                     )
                 )
         # A non-contiguous view (the valid part of a bigger canvas): strides that are not the shape's.
@@ -373,6 +374,7 @@ class Job:
     grid: tuple
     cases: list = dataclasses.field(default_factory=list)  # "op: label" of every case that makes this launch
     key: str = ""
+    signature: str = ""  # the kernel's non-constexpr arguments as Triton types them (pointer dtypes, int widths)
 
 
 def _arg_spec(a):
@@ -408,6 +410,7 @@ def _bind(api, job: Job):
 
 def _job_key(api, job: Job) -> str:
     _, _, signature, constexprs, attrs, options, _ = _bind(api, job)
+    job.signature = ", ".join(f"{k}: {v}" for k, v in signature.items() if v != "constexpr")
     return repr((job.module, job.name, job.capability, signature, sorted(constexprs.items()), attrs, options))
 
 
@@ -568,7 +571,7 @@ def _run(targets, ops, cases, modules, workers, cache_dir, say, api, t_start, dr
 
     from solo.ops import _triton_common
 
-    failures = []  # (kernel, target, cases, kwargs, error)
+    failures = []  # (kernel, target, cases, kwargs, error, signature)
     jobs: dict[str, Job] = {}
     n_launches = 0
     for cc in targets:
@@ -632,7 +635,7 @@ def _run(targets, ops, cases, modules, workers, cache_dir, say, api, t_start, dr
         cell[2] += secs
         if status != "ok":
             cell[1] += 1
-            failures.append((job.name, job.capability, job.cases, job.kwargs, detail))
+            failures.append((job.name, job.capability, job.cases, job.kwargs, detail, job.signature))
     entries = entry_kernels(modules)
     names = sorted({k.rsplit(".", 1)[1] for k in entries} | {n for n, _ in table})
     width = max(len(n) for n in names) + 2
@@ -663,10 +666,12 @@ def _run(targets, ops, cases, modules, workers, cache_dir, say, api, t_start, dr
     say("")
     if failures:
         say(f"FAILED: {len(failures)} failure(s)")
-        for i, (name, cc, where, kwargs, err) in enumerate(failures, 1):
+        for i, (name, cc, where, kwargs, err, *sig) in enumerate(failures, 1):
             say(f"[{i}] kernel {name}, target sm_{cc}")
             if where:
                 say(f"    case: {where[0]}" + (f"  (+{len(where) - 1} more cases)" if len(where) > 1 else ""))
+            if sig and sig[0]:
+                say(f"    arguments: {sig[0]}")
             if kwargs:
                 say(f"    constexprs/options: {_fmt_kwargs(kwargs)}")
             for ln in _error_lines(err):
