@@ -177,8 +177,9 @@ def _cells_count_kernel(
     lower = tl.load(fcfg_ptr + lvl)
     upper = tl.load(fcfg_ptr + L + lvl)
     sigma = tl.load(fcfg_ptr + 2 * L)
-    Hf = H.to(tl.float64)
-    Wf = W.to(tl.float64)
+    # tl.cast, not H.to(): Triton specialises an int argument equal to 1 into a Python int, which has no .to().
+    Hf = tl.cast(H, tl.float64)
+    Wf = tl.cast(W, tl.float64)
 
     active = valid & (n > 0) & (lower <= scale) & (scale <= upper) & (img >= 0) & (img < B)
     nf = tl.where(n > 0, n, 1).to(tl.float64)

@@ -153,11 +153,12 @@ def _paste_kernel(
         vt += _vrow(base + ry2 * w, wy2, cols, cmask, FP64)
         vt += _vrow(base + ry3 * w, wy3, cols, cmask, FP64)
         if tl.max(tl.max(vt, axis=1), axis=0) > thr:
-            shape = [BY, BX]
-            v = wx0[None, :] * tl.gather(vt, tl.broadcast_to((rx0 - c_lo)[None, :], shape), axis=1)
-            v += wx1[None, :] * tl.gather(vt, tl.broadcast_to((rx1 - c_lo)[None, :], shape), axis=1)
-            v += wx2[None, :] * tl.gather(vt, tl.broadcast_to((rx2 - c_lo)[None, :], shape), axis=1)
-            v += wx3[None, :] * tl.gather(vt, tl.broadcast_to((rx3 - c_lo)[None, :], shape), axis=1)
+            # The shape is spelled [BY, BX] in each call: a list assigned to a variable becomes a tuple of tensors
+            # when compiled, which tl.broadcast_to rejects (the interpreter accepts it; the compile gate does not).
+            v = wx0[None, :] * tl.gather(vt, tl.broadcast_to((rx0 - c_lo)[None, :], [BY, BX]), axis=1)
+            v += wx1[None, :] * tl.gather(vt, tl.broadcast_to((rx1 - c_lo)[None, :], [BY, BX]), axis=1)
+            v += wx2[None, :] * tl.gather(vt, tl.broadcast_to((rx2 - c_lo)[None, :], [BY, BX]), axis=1)
+            v += wx3[None, :] * tl.gather(vt, tl.broadcast_to((rx3 - c_lo)[None, :], [BY, BX]), axis=1)
             res = v > thr
         else:
             res = tl.zeros([BY, BX], dtype=tl.int1)
