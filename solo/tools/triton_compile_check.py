@@ -639,8 +639,9 @@ def _run(targets, ops, cases, modules, workers, cache_dir, say, api, t_start, dr
             cell[1] += 1
             failures.append((job.name, job.capability, job.cases, job.kwargs, detail, job.signature))
     entries = entry_kernels(modules)
-    names = sorted({k.rsplit(".", 1)[1] for k in entries} | {n for n, _ in table})
-    width = max(len(n) for n in names) + 2
+    # A restricted run (--ops/--cases) lists the kernels it compiled; a full run every entry kernel.
+    names = sorted({n for n, _ in table} | (set() if ops or case_filter else {k.rsplit(".", 1)[1] for k in entries}))
+    width = max((len(n) for n in names), default=6) + 2
     say("")
     say("kernel".ljust(width) + "".join(f"sm_{t}".rjust(20) for t in targets))
     for name in names:
