@@ -370,3 +370,21 @@ def test_original_formula_on_a_hand_example():
         assert got[0].item() == pytest.approx(0.9) and got[2].item() == pytest.approx(0.7)
         got = solo.ops.matrix_nms(m, lab, s, "linear", backend=backend).double()
         assert math.isclose(got[1].item(), 0.8 * (2 / 3), rel_tol=1e-6), backend
+
+
+@pytest.mark.parametrize("backend,device", [p for p in backend_params("cpu") if p.values[0] == "triton"])
+@pytest.mark.parametrize("kernel", ["gaussian", "linear"])
+def test_triton_fp16_mma_variant_is_exact(backend, device, kernel, monkeypatch):
+    """Before sm_80 the intersections use 0/1 fp16 operands with fp32 accumulation (no int8 MMA there): forced here
+    on the interpreter, with a small K-split cap so several splits (and the atomics) run, it must equal the int8
+    variant exactly and the float64 reference to the usual tolerance."""
+    from solo.ops import _triton_matrix_nms as m
+
+    masks, lab, scores = make_inputs(70, 20, 33)
+    int8 = solo.ops.matrix_nms(masks, lab, scores, kernel, backend=backend)
+    monkeypatch.setattr(m, "device_capability", lambda t: 75)
+    monkeypatch.setattr(m, "_FP16_MAX_K", 2 * m._BLOCK_K)
+    assert m._use_fp16_mma(m.device_capability(masks))
+    fp16 = solo.ops.matrix_nms(masks, lab, scores, kernel, backend=backend)
+    assert torch.equal(fp16, int8)
+    check(fp16, expected(masks, lab, scores, kernel, 2.0), *tol_for(backend, kernel))

@@ -7,7 +7,8 @@ Backends:
   triton     the Triton kernels (CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``, for tests)
 
 ``auto`` (or None) picks the fastest usable backend for the inputs' device: cpu on CPU, cuda then triton on
-CUDA, else reference. A backend asked for explicitly that cannot run raises ``RuntimeError`` with the reason.
+CUDA, else reference. A backend asked for explicitly that cannot run raises ``RuntimeError`` with the reason. A backend
+with a minimum compute capability (``MIN_CAPABILITY``) cannot run on an older CUDA device: auto skips it there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from solo.ops import _ext
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
+# Oldest compute capability each backend runs on, where it has one. Triton: solo's kernels are compiled for sm_75
+# and newer by the compile gate (python -m solo.tools.triton_compile_check; matrix_nms switches to fp16 MMA below
+# sm_80), and Triton's NVIDIA backend does not target older GPUs.
+MIN_CAPABILITY = {"triton": (7, 5)}
 
 
 def _triton_status() -> tuple[bool, str]:
@@ -28,6 +33,28 @@ def _triton_status() -> tuple[bool, str]:
     except Exception as e:  # noqa: BLE001  ImportError, or a broken installation
         return False, f"triton is not installed ({type(e).__name__}: {e})"
     return True, f"triton {triton.__version__}"
+
+
+def _device_capability(device: torch.device) -> tuple[int, int] | None:
+    """(major, minor) of a CUDA device (the current one when it has no index); None when no CUDA device exists."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(device if device.index is not None else torch.cuda.current_device())
+
+
+def capability_status(name: str, device: torch.device | str | None) -> tuple[bool, str]:
+    """(ok, reason): whether backend ``name`` supports the compute capability of CUDA ``device`` (MIN_CAPABILITY).
+    True for other devices, for None (any device) and for backends without a minimum."""
+    need = MIN_CAPABILITY.get(name)
+    if need is None or device is None:
+        return True, ""
+    cap = _device_capability(torch.device(device))
+    if cap is None or tuple(cap) >= need:
+        return True, ""
+    return False, (
+        f"the {name} backend needs compute capability {need[0]}.{need[1]} or newer, "
+        f"{torch.device(device)} has {cap[0]}.{cap[1]}"
+    )
 
 
 def triton_interpret() -> bool:
@@ -139,6 +166,10 @@ def backend_status(name: str, device: torch.device | str | None = None) -> tuple
         return False, "no CUDA device (set TRITON_INTERPRET=1 to run Triton kernels on the CPU)"
     if dev not in (None, "cpu", "cuda"):
         return False, f"triton runs on CUDA tensors, not {dev}"
+    if dev == "cuda":
+        ok, why_not = capability_status(name, device)
+        if not ok:
+            return False, why_not
     return True, why + (" (interpreter)" if dev != "cuda" and triton_interpret() else "")
 
 

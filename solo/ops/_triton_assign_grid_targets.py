@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx
+from solo.ops._triton_common import cpu_allowed, device_ctx, host_value, launch
 
 __all__ = ["assign_grid_targets_cells", "assign_grid_targets_mass"]
 
@@ -91,7 +91,7 @@ def assign_grid_targets_mass(masks: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(f"{fn}: masks must be 3-D [M, H, W], got shape {tuple(masks.shape)}")
     if masks.dtype not in (torch.bool, torch.uint8):
         raise RuntimeError(f"{fn}: masks must be bool or uint8, got {masks.dtype}")
-    if not masks.is_cuda and not _is_interpreted():
+    if not masks.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(f"{fn} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
     M, H, W = masks.shape
     if M == 0 or H == 0 or W == 0:
@@ -105,7 +105,9 @@ def assign_grid_targets_mass(masks: torch.Tensor) -> torch.Tensor:
     wide = per_lane * max(W, rows) >= _INT32_LANE_LIMIT
     part = torch.empty((M, n_split, 3), dtype=torch.int64, device=masks.device)
     with device_ctx(masks):
-        _mass_kernel[(M * n_split,)](
+        launch(
+            _mass_kernel,
+            (M * n_split,),
             mk,
             part,
             H,
@@ -175,8 +177,9 @@ def _cells_count_kernel(
     lower = tl.load(fcfg_ptr + lvl)
     upper = tl.load(fcfg_ptr + L + lvl)
     sigma = tl.load(fcfg_ptr + 2 * L)
-    Hf = H.to(tl.float64)
-    Wf = W.to(tl.float64)
+    # tl.cast, not H.to(): Triton specialises an int argument equal to 1 into a Python int, which has no .to().
+    Hf = tl.cast(H, tl.float64)
+    Wf = tl.cast(W, tl.float64)
 
     active = valid & (n > 0) & (lower <= scale) & (scale <= upper) & (img >= 0) & (img < B)
     nf = tl.where(n > 0, n, 1).to(tl.float64)
@@ -322,7 +325,7 @@ def assign_grid_targets_cells(
     for ok, why in checks:
         if not ok():
             raise RuntimeError(f"{fn}: {why}")
-    if not mass.is_cuda and not _is_interpreted():
+    if not mass.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(f"{fn} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
     dev = mass.device
     T = sum(s * s for s in num_grids)
@@ -347,7 +350,9 @@ def assign_grid_targets_cells(
     out_labels = torch.empty((batch_size, T), dtype=torch.int64, device=dev)
     with device_ctx(mass):
         if M and N:
-            _cells_count_kernel[(triton.cdiv(M, _BLOCK_M), L)](
+            launch(
+                _cells_count_kernel,
+                (triton.cdiv(M, _BLOCK_M), L),
                 ms,
                 b,
                 scale,
@@ -369,12 +374,17 @@ def assign_grid_targets_cells(
             )
         per_cell = (winner >= 0).to(torch.int64) if mode == 0 else count.to(torch.int64)
         ends = torch.cumsum(per_cell, 0)
-        P = int(ends[-1]) if N else 0  # the one host sync: the size of the outputs
+        # The one host sync: the size of the outputs. While recording launches (compile gate) the count kernel did not
+        # run: stand in the largest possible count (one positive per cell in SOLO; each instance in all 9 cells of
+        # its 3 x 3 region at every level in SOLOv2), so the later launches are still produced.
+        P = host_value(lambda: int(ends[-1]), lambda: min(N, 9 * M * L) if mode == 0 else 9 * M * L) if N else 0
         offsets = ends - per_cell
         pos_cells = torch.empty((P,), dtype=torch.int64, device=dev)
         pos_instances = torch.empty((P,), dtype=torch.int64, device=dev)
         if N:
-            _cells_label_kernel[(triton.cdiv(N, _BLOCK_N),)](
+            launch(
+                _cells_label_kernel,
+                (triton.cdiv(N, _BLOCK_N),),
                 winner,
                 lb,
                 offsets,
@@ -388,7 +398,9 @@ def assign_grid_targets_cells(
                 num_warps=4,
             )
         if mode == 1 and P:
-            _cells_pairs_kernel[(triton.cdiv(M, _BLOCK_M), L)](
+            launch(
+                _cells_pairs_kernel,
+                (triton.cdiv(M, _BLOCK_M), L),
                 rects,
                 im,
                 icfg,

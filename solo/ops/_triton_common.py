@@ -1,7 +1,21 @@
-"""Helpers shared by the Triton loss kernels (solo/ops/_triton_*.py)."""
+"""Helpers shared by the Triton kernels (solo/ops/_triton_*.py): math helpers, and the one launch path.
+
+Every Triton launch of the package goes through :func:`launch`. Normally it launches; inside :func:`recording` it
+records the launch (kernel, grid, arguments, constexprs, options) instead, so the compile gate
+(``python -m solo.tools.triton_compile_check``) compiles exactly the launches the ops' own host code chooses, for
+real GPU targets, without a GPU. The launch-parameter choices that depend on the device read it through
+:func:`device_capability` / :func:`sm_count`: from the tensor's CUDA device at run time, from the recorded target
+in the gate. Host reads of a kernel's result (data-dependent sizes) go through :func:`host_value`, which returns a
+documented stand-in while recording (the kernels did not run).
+"""
 
 import contextlib
+import contextvars
+import dataclasses
+import functools
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import triton
@@ -27,3 +41,101 @@ def split_f32(v: float) -> tuple[float, float]:
 def device_ctx(t: torch.Tensor):
     """Triton launches on the current CUDA device: make it the tensor's device."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch recording (the compile gate)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Launch:
+    """One recorded launch: ``kernel[grid](*args, **kwargs)``; kwargs hold constexprs and launch options."""
+
+    kernel: Any  # the @triton.jit JITFunction
+    grid: tuple[int, ...]
+    args: tuple
+    kwargs: dict
+
+
+@dataclasses.dataclass
+class _Recorder:
+    capability: int  # e.g. 80 for sm_80
+    sms: int
+    launches: list[Launch]
+
+
+_RECORDER: contextvars.ContextVar[_Recorder | None] = contextvars.ContextVar("solo_triton_recorder", default=None)
+
+# Streaming-multiprocessor counts of a typical GPU of each compute capability: the stand-in for
+# ``multi_processor_count`` while recording (T4, A100, A10, L4, H100, B200, RTX 5090).
+TYPICAL_SMS = {75: 40, 80: 108, 86: 84, 89: 58, 90: 132, 100: 148, 103: 148, 110: 148, 120: 170, 121: 48}
+
+
+@contextlib.contextmanager
+def recording(capability: int, sms: int | None = None):
+    """Record the Triton launches of the code inside instead of running them, as if on a GPU of compute capability
+    ``capability`` (int, 10 * major + minor) with ``sms`` multiprocessors. Yields the list of :class:`Launch`.
+
+    The ops accept CPU or meta tensors while recording (their "CPU needs the interpreter" check is skipped); nothing
+    is read from or written to the tensors by the kernels."""
+    if not isinstance(capability, int) or capability <= 0:
+        raise ValueError(f"recording: capability must be a positive int such as 80, got {capability!r}")
+    rec = _Recorder(capability, sms if sms is not None else TYPICAL_SMS.get(capability, 100), [])
+    token = _RECORDER.set(rec)
+    try:
+        yield rec.launches
+    finally:
+        _RECORDER.reset(token)
+
+
+def is_recording() -> bool:
+    return _RECORDER.get() is not None
+
+
+def launch(kernel, grid: tuple[int, ...], *args, **kwargs) -> None:
+    """``kernel[grid](*args, **kwargs)``, or, inside :func:`recording`, append the launch to the record."""
+    rec = _RECORDER.get()
+    if rec is None:
+        kernel[grid](*args, **kwargs)
+        return
+    grid = tuple(int(g) for g in grid)
+    rec.launches.append(Launch(kernel, grid, args, dict(kwargs)))
+
+
+def host_value(compute: Callable[[], Any], stand_in: Callable[[], Any]) -> Any:
+    """A value the host reads back from a kernel's result (``compute()``, a sync); while recording the kernels did not
+    run, so ``stand_in()`` (a realistic value documented at the call site) is returned instead."""
+    return stand_in() if is_recording() else compute()
+
+
+def device_capability(t: torch.Tensor) -> int | None:
+    """Compute capability (10 * major + minor) the kernels will run on: the tensor's CUDA device, the recorded target
+    while recording, None for CPU tensors (interpreter)."""
+    rec = _RECORDER.get()
+    if rec is not None:
+        return rec.capability
+    if not t.is_cuda:
+        return None
+    major, minor = torch.cuda.get_device_capability(t.device)
+    return 10 * major + minor
+
+
+@functools.cache
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(t: torch.Tensor) -> int | None:
+    """Multiprocessors of the device the kernels will run on (the recorded stand-in while recording; None on CPU)."""
+    rec = _RECORDER.get()
+    if rec is not None:
+        return rec.sms
+    if not t.is_cuda:
+        return None
+    return _cuda_sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
+
+
+def cpu_allowed(interpreted: bool) -> bool:
+    """Whether an op may take CPU (or meta) tensors: under the interpreter, or while recording launches."""
+    return interpreted or is_recording()

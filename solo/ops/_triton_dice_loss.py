@@ -15,12 +15,11 @@ Importing this module raises ImportError when triton is not installed. On CPU te
 ``TRITON_INTERPRET=1`` was set before triton was first imported.
 """
 
-
 import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx, split_f32, to_acc
+from solo.ops._triton_common import cpu_allowed, device_ctx, launch, split_f32, to_acc
 
 __all__ = ["dice_loss_bwd", "dice_loss_fwd"]
 
@@ -40,7 +39,6 @@ _BWD_NUM_WARPS = 8
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _TARGET_DTYPES = (torch.bool, torch.uint8) + _FLOAT_DTYPES
-
 
 
 @triton.jit
@@ -195,8 +193,6 @@ def _is_interpreted() -> bool:
     return type(_dice_partial_kernel).__name__ == "InterpretedFunction"
 
 
-
-
 def _check_inputs(name: str, logits: torch.Tensor, targets: torch.Tensor, y_logits: torch.Tensor | None) -> None:
     if logits.dim() != 2:
         raise RuntimeError(f"{name}: logits must be [P, L], got shape {tuple(logits.shape)}")
@@ -215,7 +211,7 @@ def _check_inputs(name: str, logits: torch.Tensor, targets: torch.Tensor, y_logi
             raise RuntimeError(f"{name}: y_logits must have the dtype of logits ({logits.dtype}), got {y_logits.dtype}")
         if y_logits.device != logits.device:
             raise RuntimeError(f"{name}: y_logits on {y_logits.device}, logits on {logits.device}")
-    if not logits.is_cuda and not _is_interpreted():
+    if not logits.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(f"{name} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
 
 
@@ -260,7 +256,9 @@ def dice_loss_fwd(
     loss = torch.empty((P,), dtype=acc_dtype, device=dev)
     eps_hi, eps_lo = split_f32(eps)
     with device_ctx(logits):
-        _dice_partial_kernel[(P * n_split,)](
+        launch(
+            _dice_partial_kernel,
+            (P * n_split,),
             x,
             y,
             t,
@@ -273,7 +271,9 @@ def dice_loss_fwd(
             ITERS=_ITERS,
             num_warps=_NUM_WARPS,
         )
-        _dice_finalize_kernel[(triton.cdiv(P, _FIN_BLOCK_P),)](
+        launch(
+            _dice_finalize_kernel,
+            (triton.cdiv(P, _FIN_BLOCK_P),),
             partials,
             sums,
             loss,
@@ -332,7 +332,9 @@ def dice_loss_bwd(
     n_blk = triton.cdiv(L, _BWD_BLOCK)
     eps_hi, eps_lo = split_f32(eps)
     with device_ctx(logits):
-        _dice_bwd_kernel[(P * n_blk,)](
+        launch(
+            _dice_bwd_kernel,
+            (P * n_blk,),
             g,
             s,
             x,

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx
+from solo.ops._triton_common import cpu_allowed, device_ctx, launch
 
 __all__ = ["downsample_masks"]
 
@@ -89,7 +89,7 @@ def downsample_masks(masks: torch.Tensor, stride: int) -> torch.Tensor:
     M, H, W = masks.shape
     if H % stride != 0 or W % stride != 0:
         raise RuntimeError(f"downsample_masks: stride {stride} must divide H = {H} and W = {W}")
-    if not masks.is_cuda and not _is_interpreted():
+    if not masks.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(
             "downsample_masks (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported"
         )
@@ -105,7 +105,20 @@ def downsample_masks(masks: torch.Tensor, stride: int) -> torch.Tensor:
     grid = (triton.cdiv(rows, block_r) * triton.cdiv(Wo, block_c),)
     s_m, s_h, s_w = x.stride()
     with device_ctx(masks):
-        _downsample_kernel[grid](
-            x, out, rows, Ho, Wo, s_m, s_h, s_w, STRIDE=stride, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=_NUM_WARPS
+        launch(
+            _downsample_kernel,
+            grid,
+            x,
+            out,
+            rows,
+            Ho,
+            Wo,
+            s_m,
+            s_h,
+            s_w,
+            STRIDE=stride,
+            BLOCK_R=block_r,
+            BLOCK_C=block_c,
+            num_warps=_NUM_WARPS,
         )
     return out

@@ -11,12 +11,11 @@ Importing this module raises ImportError when triton is not installed. On CPU te
 ``TRITON_INTERPRET=1`` was set before triton was first imported.
 """
 
-
 import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx, split_f32, to_acc
+from solo.ops._triton_common import cpu_allowed, device_ctx, launch, split_f32, to_acc
 
 __all__ = ["sigmoid_focal_loss_fwd"]
 
@@ -27,7 +26,6 @@ _BLOCK = 1024
 _NUM_WARPS = 4
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
 
 
 @triton.jit
@@ -136,7 +134,6 @@ def _is_interpreted() -> bool:
     return type(_focal_fwd_kernel).__name__ == "InterpretedFunction"
 
 
-
 # The schema is spelled out (not inferred) so that it is the exact string of csrc/ops.cpp: inference would turn
 # `reduction: int` into SymInt.
 @torch.library.custom_op(
@@ -172,7 +169,7 @@ def sigmoid_focal_loss_fwd(
         raise RuntimeError(f"sigmoid_focal_loss_fwd: reduction must be 0 (none) or 1 (sum), got {reduction}")
     if not gamma >= 0.0:
         raise RuntimeError(f"sigmoid_focal_loss_fwd: gamma must be >= 0, got {gamma}")
-    if not logits.is_cuda and not _is_interpreted():
+    if not logits.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(
             "sigmoid_focal_loss_fwd (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported"
         )
@@ -205,7 +202,9 @@ def sigmoid_focal_loss_fwd(
     gamma_hi, gamma_lo = split_f32(gamma)
 
     with device_ctx(logits):
-        _focal_fwd_kernel[(n_prog,)](
+        launch(
+            _focal_fwd_kernel,
+            (n_prog,),
             x,
             lab,
             loss,

@@ -6,7 +6,8 @@ Three launches, no host sync:
      loaded straight from the uint8/bool tensor as 0/1 int8 tiles and multiplied with ``tl.dot`` into an int32
      accumulator: exact counts on the tensor cores (no float copy, no packing pass). The diagonal of the diagonal
      tiles is each mask's area. Tiles below the diagonal are never launched. With several K splits per tile the
-     partial counts are added with integer atomics (exact, so still deterministic).
+     partial counts are added with integer atomics (exact, so still deterministic). Before sm_80 (T4), where Triton
+     has no int8 MMA, the tiles are 0/1 fp16 operands with an fp32 accumulator instead: exact, see _FP16_MAX_K.
   2. compensation: one program per block of columns j; comp_j = max over the same-label i < j of IoU_ij (and
      1 - comp_j, formed without cancellation).
   3. decay: one program per block of columns j; out_j = scores_j * min(1, min over the same-label i < j of
@@ -17,13 +18,11 @@ ImportError when triton is not installed. On CPU tensors the kernels run only wh
 before triton was first imported.
 """
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx
+from solo.ops._triton_common import cpu_allowed, device_capability, device_ctx, launch, sm_count
 
 __all__ = ["matrix_nms"]
 
@@ -37,6 +36,14 @@ _PROGRAMS_PER_SM = 2
 # Epilogue kernels: blocks of 64 columns, 64 rows at a time.
 _EPI_BLOCK_I = 64
 _EPI_BLOCK_J = 64
+# Triton lowers an int8 tl.dot only from sm_80 on (for sm_75 TritonGPUAccelerateMatmul fails: "'arith.extf' op operand
+# #0 must be floating-point-like"); below it the fp16 variant runs. Chosen from the device's compute capability.
+_INT8_MMA_MIN_CAPABILITY = 80
+# fp16 variant: the products of 0/1 operands are exact and an fp32 accumulator holds every integer up to 2^24 exactly,
+# so the sums are exact as long as no partial count exceeds 2^24. A program's counts are at most the number of mask
+# bytes of its K split (k_per_split), so the host caps k_per_split at 2^24 (a multiple of _BLOCK_K) for this variant
+# and the splits are added as int32 with atomics (exact). Masks have < 2^30 pixels (checked): at most 64 splits.
+_FP16_MAX_K = 2**24
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _AREA_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64) + _FLOAT_DTYPES
@@ -51,6 +58,7 @@ def _inter_kernel(
     nb,
     k_per_split,
     ATOMIC: tl.constexpr,
+    FP16_MMA: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
@@ -73,20 +81,27 @@ def _inter_kernel(
     b_base = m_ptr + cols.to(tl.int64)[None, :] * L
     k0 = split * k_per_split
     k_end = tl.minimum(k0 + k_per_split, L)
-    acc = tl.zeros([BLOCK, BLOCK], dtype=tl.int32)
+    if FP16_MMA:
+        acc = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK, BLOCK], dtype=tl.int32)
     for k in range(k0, k_end, BLOCK_K):
         ka = k + tl.arange(0, BLOCK_K)
         kin = ka < k_end
         a = tl.load(a_base + ka[None, :], mask=rmask[:, None] & kin[None, :], other=0)
         bt = tl.load(b_base + ka[:, None], mask=kin[:, None] & cmask[None, :], other=0)
-        # Any nonzero byte is inside: 0/1 int8 operands, exact int32 sums.
-        acc = tl.dot((a != 0).to(tl.int8), (bt != 0).to(tl.int8), acc, out_dtype=tl.int32)
+        # Any nonzero byte is inside: 0/1 operands, exact sums (int32; fp32 below 2^24 in the fp16 variant).
+        if FP16_MMA:
+            acc = tl.dot((a != 0).to(tl.float16), (bt != 0).to(tl.float16), acc, out_dtype=tl.float32)
+        else:
+            acc = tl.dot((a != 0).to(tl.int8), (bt != 0).to(tl.int8), acc, out_dtype=tl.int32)
+    counts = acc.to(tl.int32)  # exact: integers (below 2^24 in the fp16 variant)
     out = inter_ptr + rows.to(tl.int64)[:, None] * N + cols[None, :]
     keep = rmask[:, None] & cmask[None, :] & (rows[:, None] <= cols[None, :])
     if ATOMIC:
-        tl.atomic_add(out, acc, mask=keep)
+        tl.atomic_add(out, counts, mask=keep)
     else:
-        tl.store(out, acc, mask=keep)
+        tl.store(out, counts, mask=keep)
 
 
 @triton.jit
@@ -192,23 +207,20 @@ def _is_interpreted() -> bool:
     return type(_inter_kernel).__name__ == "InterpretedFunction"
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _num_splits(n_tiles: int, k_blocks: int, device: torch.device) -> int:
+def _num_splits(n_tiles: int, k_blocks: int, sms: int | None) -> int:
+    # sms: multiprocessors of the GPU (a typical count of the target's while recording; None: the interpreter).
     if k_blocks <= 1:
         return 1
-    if device.type != "cuda":
+    if sms is None:
         # Interpreter (tests): two splits, so the atomic path is exercised too.
         return 2
-    want = -(
-        -_PROGRAMS_PER_SM
-        * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        // n_tiles
-    )
+    want = -(-_PROGRAMS_PER_SM * sms // n_tiles)
     return max(1, min(want, k_blocks))
+
+
+def _use_fp16_mma(capability: int | None) -> bool:
+    # capability: 10 * major + minor of the GPU (the target while recording), None on the interpreter (int8 there).
+    return capability is not None and capability < _INT8_MMA_MIN_CAPABILITY
 
 
 def _check_inputs(masks, labels, scores, areas, kernel, sigma) -> None:
@@ -236,7 +248,7 @@ def _check_inputs(masks, labels, scores, areas, kernel, sigma) -> None:
         raise RuntimeError(f"{fn}: sigma must be a finite number >= 0, got {sigma}")
     if masks.shape[1] * masks.shape[2] >= 2**30:
         raise RuntimeError(f"{fn}: masks must have fewer than 2^30 pixels each, got {tuple(masks.shape[1:])}")
-    if not masks.is_cuda and not _is_interpreted():
+    if not masks.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(f"{fn} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
 
 
@@ -275,8 +287,11 @@ def matrix_nms(
     nb = triton.cdiv(n, _BLOCK)
     n_tiles = nb * (nb + 1) // 2
     k_blocks = triton.cdiv(L, _BLOCK_K)
-    splits = _num_splits(n_tiles, k_blocks, dev)
+    fp16_mma = _use_fp16_mma(device_capability(masks))
+    splits = _num_splits(n_tiles, k_blocks, sm_count(masks))
     k_per_split = triton.cdiv(k_blocks, splits) * _BLOCK_K
+    if fp16_mma:
+        k_per_split = min(k_per_split, _FP16_MAX_K)
     splits = max(1, triton.cdiv(L, k_per_split)) if L > 0 else 1
     atomic = splits > 1
     inter = (torch.zeros if atomic or L == 0 else torch.empty)((n, n), dtype=torch.int32, device=dev)
@@ -286,7 +301,9 @@ def matrix_nms(
     n_col = triton.cdiv(n, _EPI_BLOCK_J)
     with device_ctx(masks):
         if L > 0:
-            _inter_kernel[(n_tiles, splits)](
+            launch(
+                _inter_kernel,
+                (n_tiles, splits),
                 m,
                 inter,
                 n,
@@ -294,12 +311,15 @@ def matrix_nms(
                 nb,
                 k_per_split,
                 ATOMIC=atomic,
+                FP16_MMA=fp16_mma,
                 BLOCK=_BLOCK,
                 BLOCK_K=_BLOCK_K,
                 num_warps=_NUM_WARPS,
                 num_stages=_NUM_STAGES,
             )
-        _comp_kernel[(n_col,)](
+        launch(
+            _comp_kernel,
+            (n_col,),
             inter,
             lab,
             areas_arg,
@@ -311,7 +331,9 @@ def matrix_nms(
             BLOCK_J=_EPI_BLOCK_J,
             num_warps=4,
         )
-        _decay_kernel[(n_col,)](
+        launch(
+            _decay_kernel,
+            (n_col,),
             inter,
             lab,
             areas_arg,

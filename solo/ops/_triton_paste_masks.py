@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solo.ops._triton_common import device_ctx, split_f32
+from solo.ops._triton_common import cpu_allowed, device_ctx, launch, split_f32
 
 __all__ = ["paste_masks"]
 
@@ -153,11 +153,12 @@ def _paste_kernel(
         vt += _vrow(base + ry2 * w, wy2, cols, cmask, FP64)
         vt += _vrow(base + ry3 * w, wy3, cols, cmask, FP64)
         if tl.max(tl.max(vt, axis=1), axis=0) > thr:
-            shape = [BY, BX]
-            v = wx0[None, :] * tl.gather(vt, tl.broadcast_to((rx0 - c_lo)[None, :], shape), axis=1)
-            v += wx1[None, :] * tl.gather(vt, tl.broadcast_to((rx1 - c_lo)[None, :], shape), axis=1)
-            v += wx2[None, :] * tl.gather(vt, tl.broadcast_to((rx2 - c_lo)[None, :], shape), axis=1)
-            v += wx3[None, :] * tl.gather(vt, tl.broadcast_to((rx3 - c_lo)[None, :], shape), axis=1)
+            # The shape is spelled [BY, BX] in each call: a list assigned to a variable becomes a tuple of tensors
+            # when compiled, which tl.broadcast_to rejects (the interpreter accepts it; the compile gate does not).
+            v = wx0[None, :] * tl.gather(vt, tl.broadcast_to((rx0 - c_lo)[None, :], [BY, BX]), axis=1)
+            v += wx1[None, :] * tl.gather(vt, tl.broadcast_to((rx1 - c_lo)[None, :], [BY, BX]), axis=1)
+            v += wx2[None, :] * tl.gather(vt, tl.broadcast_to((rx2 - c_lo)[None, :], [BY, BX]), axis=1)
+            v += wx3[None, :] * tl.gather(vt, tl.broadcast_to((rx3 - c_lo)[None, :], [BY, BX]), axis=1)
             res = v > thr
         else:
             res = tl.zeros([BY, BX], dtype=tl.int1)
@@ -194,7 +195,7 @@ def _check_inputs(probs: torch.Tensor, canvas_size, valid_size, out_size, thresh
         raise RuntimeError(f"{name}: valid_size {list(valid_size)} must fit inside canvas_size {list(canvas_size)}")
     if not math.isfinite(threshold):
         raise RuntimeError(f"{name}: threshold must be a finite number, got {threshold}")
-    if not probs.is_cuda and not _is_interpreted():
+    if not probs.is_cuda and not cpu_allowed(_is_interpreted()):
         raise RuntimeError(f"{name} (triton): CPU tensors need TRITON_INTERPRET=1 set before triton is imported")
 
 
@@ -231,7 +232,9 @@ def paste_masks(
     else:
         thr_hi, thr_lo = split_f32(threshold)
     with device_ctx(p):
-        _paste_kernel[(n * tiles_per_mask,)](
+        launch(
+            _paste_kernel,
+            (n * tiles_per_mask,),
             p,
             out.view(torch.uint8),
             h,
