@@ -19,4 +19,4 @@ def _warn_if_torch_unsupported() -> None:
 
 _warn_if_torch_unsupported()
 
-from solo import ops  # noqa: E402,F401
+from solo import ops  # noqa: F401
