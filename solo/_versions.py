@@ -6,8 +6,8 @@ triton backend (refused under an older Triton) all read these constants. ``setup
 before torch may be importable, so it imports nothing but the standard library.
 
 The lower ends are what solo is tested with besides the pinned CI releases (.ci/constraints.txt): torch 2.11 and
-Triton 3.6, the releases of the GPU test machine. Code that uses an API newer than these keeps a fallback (see
-``solo/ops/_compat.py``).
+Triton 3.6, the releases of the GPU test machine. Code that needs something newer than these keeps a fallback (e.g.
+the Triton 3.6 interpreter fix in ``solo/ops/_triton_common.py``).
 """
 
 from __future__ import annotations
