@@ -30,6 +30,20 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def _load_versions():
+    """solo/_versions.py, the one statement of the supported torch / Triton releases, loaded without importing solo
+    (whose __init__ needs torch)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_solo_versions", os.path.join(ROOT, "solo", "_versions.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+VERSIONS = _load_versions()
+
+
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -80,8 +94,8 @@ def torch_knows_blackwell(torch_version: str) -> bool:
 
 # What every install needs besides torch (whose requirement depends on the build: see torch_requirement).
 RUNTIME_REQUIREMENTS = ["numpy>=1.24", "pycocotools>=2.0.7", "pillow>=10", "tqdm>=4.66"]
-# A pure-Python install (SOLO_NO_EXT=1) runs with any torch that has the APIs solo uses.
-PURE_PYTHON_TORCH = "torch>=2.4"
+# A pure-Python install (SOLO_NO_EXT=1) runs with any supported torch.
+PURE_PYTHON_TORCH = f"torch{VERSIONS.SUPPORTED_TORCH}"
 BUILD_INFO = os.path.join(ROOT, "solo", "_build_info.py")
 
 
@@ -140,6 +154,13 @@ def extensions():
             f"solo setup: torch is needed to build solo._C ({e}). `pip install .` installs it for the build; "
             "with --no-build-isolation install torch first (e.g. `pip install torch`), or set SOLO_NO_EXT=1 for a "
             "pure-Python install."
+        )
+    too_old = VERSIONS.below_minimum("torch", torch.__version__, VERSIONS.SUPPORTED_TORCH)
+    if too_old:
+        sys.exit(
+            f"solo setup: {too_old}, so solo._C is not built for it. Install a supported torch first "
+            f"(pip install 'torch{VERSIONS.SUPPORTED_TORCH}') and build again; an isolated build (`pip install .`) "
+            "uses the torch named by SOLO_BUILD_TORCH when it is set."
         )
 
     force_cuda = env_flag("SOLO_FORCE_CUDA")

@@ -7,7 +7,7 @@ torch it was compiled against (torch has no stable C++ ABI across releases). A f
 1. ``$SOLO_BUILD_TORCH`` when set: a requirement such as ``torch==2.14.1`` (the wheel then requires the torch it got);
 2. else the torch already installed in the environment that pip installs into: a build in an isolated environment
    gets the same release (``torch==X.Y.Z``), so ``pip install .`` over an existing torch neither replaces it nor
-   builds for another one;
+   builds for another one (a torch older than solo supports, ``solo/_versions.py``, is refused with the reason);
 3. else (a fresh environment) the release solo is tested with, :data:`DEFAULT_TORCH`.
 
 ``setup.py`` then pins the wheel's runtime requirement to the torch that was in the build environment, so pip installs
@@ -17,6 +17,7 @@ that is installed, whatever it is.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import site
@@ -30,6 +31,18 @@ from setuptools.build_meta import *
 
 # The torch release this version of solo is tested with (CI); a fresh `pip install .` builds against it.
 DEFAULT_TORCH = "torch==2.13.0"
+
+
+def _load_versions():
+    """solo/_versions.py (the supported torch / Triton releases), without importing solo."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "solo", "_versions.py")
+    spec = importlib.util.spec_from_file_location("_solo_versions", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+VERSIONS = _load_versions()
 
 
 def _target_site_dirs() -> list[str]:
@@ -59,7 +72,17 @@ def torch_requirement() -> str:
     if spec:
         return spec if spec.lower().startswith("torch") else f"torch=={spec}"
     installed = installed_torch_version()
-    return f"torch=={installed}" if installed else DEFAULT_TORCH
+    if not installed:
+        return DEFAULT_TORCH
+    too_old = VERSIONS.below_minimum("torch", installed, VERSIONS.SUPPORTED_TORCH)
+    if too_old:
+        # Building for it would fail in setup.py after installing it into the build environment: say so now.
+        raise SystemExit(
+            f"solo build backend: {too_old}, and a build uses the installed torch. Upgrade it first "
+            f"(pip install 'torch{VERSIONS.SUPPORTED_TORCH}'), or name the torch to build against with "
+            f"SOLO_BUILD_TORCH (e.g. SOLO_BUILD_TORCH={DEFAULT_TORCH.split('==')[1]}; pip then installs it too)."
+        )
+    return f"torch=={installed}"
 
 
 def _with_torch(requires: list[str]) -> list[str]:

@@ -212,3 +212,145 @@ def test_collect_env_reports_build_and_backends():
     for name in ("reference", "cpu", "cuda", "triton"):
         assert any(line.startswith(f"backend {name} ") for line in out.splitlines()), out
     assert "usable: pure PyTorch" in out
+
+
+# --- the supported torch / Triton range: stated once, in solo/_versions.py -------------------------------------------
+
+
+def _versions_module():
+    return _load_module(os.path.join(ROOT, "solo", "_versions.py"), "solo_versions_under_test")
+
+
+def test_version_parsing_and_lower_bounds():
+    v = _versions_module()
+    assert v.release("2.11.0+cu130") == (2, 11, 0) and v.release("2.12.0a0+git1234") == (2, 12, 0)
+    assert v.release("3.6.0") == (3, 6, 0) and v.release("3.10") == (3, 10)
+    assert v.minimum(">=2.11") == (2, 11)
+    with pytest.raises(ValueError):
+        v.minimum("==2.11")
+    assert v.below_minimum("torch", "2.11.0+cu130", ">=2.11") is None
+    assert v.below_minimum("torch", "2.11.0a0+gitabc", ">=2.11") is None  # a pre-release of the lower end counts
+    assert v.below_minimum("torch", "2.13.0", ">=2.11") is None
+    assert v.below_minimum("torch", "2.10.1", ">=2.11") == "torch 2.10.1 is installed, but solo supports torch>=2.11"
+    assert v.below_minimum("triton", "3.5.1", ">=3.6") == "triton 3.5.1 is installed, but solo supports triton>=3.6"
+    # this environment is a supported one (CI: the pinned releases; the compatibility check: the lower ends)
+    assert v.below_minimum("torch", torch.__version__, v.SUPPORTED_TORCH) is None
+
+
+def test_declared_lower_bounds_match_the_single_source():
+    """pyproject's triton extra and setup.py's torch requirement come from solo/_versions.py, not from copies."""
+    import solo._versions as runtime_versions
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    v = _versions_module()
+    assert (v.SUPPORTED_TORCH, v.SUPPORTED_TRITON) == (
+        runtime_versions.SUPPORTED_TORCH,
+        runtime_versions.SUPPORTED_TRITON,
+    )
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert extras["triton"] == [f"triton{v.SUPPORTED_TRITON}"]
+    # setup.py states no torch or triton version of its own: the pure-Python requirement is the supported range
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        source = f.read()
+    tree = ast.parse(source)
+    pure = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PURE_PYTHON_TORCH"
+    )
+    assert ast.unparse(pure) == "f'torch{VERSIONS.SUPPORTED_TORCH}'"
+    for literal in (node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)):
+        if isinstance(literal, str):
+            assert not any(f"{name}>=" in literal for name in ("torch", "triton")), literal
+
+
+def test_build_backend_refuses_an_installed_torch_below_the_range(backend, tmp_path, monkeypatch):
+    v = _versions_module()
+    lower = ".".join(map(str, v.minimum(v.SUPPORTED_TORCH)))
+    site = _fake_site(tmp_path, "torch", f"{lower}.0+cu130")
+    monkeypatch.setattr(backend, "_target_site_dirs", lambda: site)
+    assert backend.torch_requirement() == f"torch=={lower}.0"  # the lower end itself builds
+    old = f"{v.minimum(v.SUPPORTED_TORCH)[0]}.{v.minimum(v.SUPPORTED_TORCH)[1] - 1}.0"
+    monkeypatch.setattr(backend, "installed_torch_version", lambda: old)
+    with pytest.raises(SystemExit, match=f"torch {old} is installed, but solo supports torch{v.SUPPORTED_TORCH}"):
+        backend.torch_requirement()
+    monkeypatch.setenv("SOLO_BUILD_TORCH", "2.13.0")  # the way out the message names
+    assert backend.torch_requirement() == "torch==2.13.0"
+
+
+_FAKE_TORCH = {
+    "__init__.py": "__version__ = {version!r}\nclass version:\n    cuda = None\n",
+    "utils/__init__.py": "",
+    "utils/cpp_extension.py": "BuildExtension = CppExtension = CUDAExtension = None\n",
+}
+
+
+def test_source_build_refuses_a_torch_below_the_range(tmp_path):
+    """setup.py (run as the build runs it) stops with the installed and the required versions, before compiling."""
+    v = _versions_module()
+    src = tmp_path / "src"
+    (src / "solo").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "setup.py"), src)
+    shutil.copy(os.path.join(ROOT, "solo", "_versions.py"), src / "solo")
+    old = "2.10.0+cpu"
+    fake = tmp_path / "fake_torch"
+    for rel, text in _FAKE_TORCH.items():
+        (fake / "torch" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fake / "torch" / rel).write_text(text.format(version=old))
+    env = {k: val for k, val in os.environ.items() if k not in ("SOLO_NO_EXT", "SOLO_REQUIREMENTS_ONLY")}
+    env["PYTHONPATH"] = str(fake)
+    r = subprocess.run(
+        [sys.executable, "setup.py", "build_ext"],
+        cwd=str(src),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode != 0
+    assert f"torch {old} is installed, but solo supports torch{v.SUPPORTED_TORCH}" in r.stderr, r.stderr[-2000:]
+    assert f"pip install 'torch{v.SUPPORTED_TORCH}'" in r.stderr
+    assert not (src / "solo" / "_build_info.py").exists()  # refused before recording a build
+
+
+def test_import_warns_under_a_torch_below_the_range(tmp_path):
+    probe = (
+        "import warnings, torch\n"
+        "torch.__version__ = '2.10.0+cpu'\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import solo\n"
+        "print('|'.join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    r = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=False,
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    v = _versions_module()
+    assert f"torch 2.10.0+cpu is installed, but solo supports torch{v.SUPPORTED_TORCH}" in r.stdout
+
+
+def test_triton_backend_refused_below_the_range(monkeypatch):
+    triton = pytest.importorskip("triton")
+    from solo.ops import _backend
+
+    v = _versions_module()
+    assert _backend._triton_status() == (True, f"triton {triton.__version__}")
+    monkeypatch.setattr(triton, "__version__", "3.5.1")
+    ok, why = _backend._triton_status()
+    assert not ok and why == f"triton 3.5.1 is installed, but solo supports triton{v.SUPPORTED_TRITON}: " + (
+        f"pip install 'triton{v.SUPPORTED_TRITON}'"
+    )
+    assert _backend.backend_status("triton", "cpu") == (False, why)

@@ -17,6 +17,7 @@ import importlib
 import pytest
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
+tl = triton.language
 
 try:
     _focal_mod = importlib.import_module("solo.ops._triton_focal_loss")
@@ -348,3 +349,30 @@ def test_dice_rejects_bad_inputs():
         dice_fwd_op(x, t, x.half(), EPS)
     with pytest.raises(RuntimeError, match="targets"):
         dice_fwd_op(x, t.to(torch.int32), None, EPS)
+
+
+@triton.jit
+def _strided_sum_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    # A loop bounded by a runtime scalar argument, the pattern of the loss kernels (range(0, n_split, BLOCK_S)).
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, n, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        acc += tl.load(x_ptr + offs, mask=offs < n, other=0.0)
+    tl.store(out_ptr, tl.sum(acc, axis=0))
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 37])
+def test_runtime_scalar_as_loop_bound(n):
+    """Triton 3.6's interpreter cannot turn a scalar argument into a Python int under NumPy 2.4; solo's fix
+    (solo/ops/_triton_common.py) is installed only where the interpreter has that bug."""
+    from solo.ops import _triton_common
+
+    x = torch.arange(n, dtype=torch.float32, device=DEVICE)
+    out = torch.zeros(1, dtype=torch.float32, device=DEVICE)
+    _strided_sum_kernel[(1,)](x, out, n, BLOCK=16)
+    assert out.item() == n * (n - 1) / 2
+    if DEVICE == "cpu":  # the fix is there exactly when Triton's own interpreter needs it, and it works
+        from triton.runtime import interpreter
+
+        assert _triton_common.INTERPRETER_INDEX_FIX == _triton_common._interpreter_scalar_index_is_broken()
+        assert not _triton_common._interpreter_scalar_index_is_broken(interpreter._patch_lang_tensor)

@@ -32,6 +32,11 @@ def _triton_status() -> tuple[bool, str]:
         import triton
     except Exception as e:  # noqa: BLE001  ImportError, or a broken installation
         return False, f"triton is not installed ({type(e).__name__}: {e})"
+    from solo._versions import SUPPORTED_TRITON, below_minimum
+
+    too_old = below_minimum("triton", triton.__version__, SUPPORTED_TRITON)
+    if too_old:  # the kernels use Triton language features of the supported releases (e.g. tl.gather)
+        return False, f"{too_old}: pip install 'triton{SUPPORTED_TRITON}'"
     return True, f"triton {triton.__version__}"
 
 
