@@ -468,8 +468,9 @@ def _register_grid(images: int, per_image: int) -> None:
             grad_inputs=(),
             # The masks once, the boxes / labels / ids, the label grids; the positives (a few per instance) are
             # left out: their number is only known after the run.
-            traffic=lambda inp, _pass: _nbytes(inp["masks"], inp["boxes"], inp["labels"], inp["image_ids"])
-            + 8 * images * CELLS_PER_IMAGE,
+            traffic=lambda inp, _pass: (
+                _nbytes(inp["masks"], inp["boxes"], inp["labels"], inp["image_ids"]) + 8 * images * CELLS_PER_IMAGE
+            ),
             params={"grids": "40,36,24,16,12", "sigma": 0.2, "mode": "solo", "masks": "bool"},
             no_compile="the reference is a Python loop over images, levels and instances (graph breaks throughout)",
         )
@@ -530,8 +531,11 @@ def model_inputs(preset: str, train: bool, device: torch.device, gen: torch.Gene
         head = model.bbox_head
         with torch.no_grad():
             for name, mod in head.named_modules():
-                if name.split(".")[0] in ("solo_cate", "dsolo_cate", "solo_ins_list", "dsolo_ins_list_x",
-                                          "dsolo_ins_list_y") and getattr(mod, "bias", None) is not None:
+                if (
+                    name.split(".")[0]
+                    in ("solo_cate", "dsolo_cate", "solo_ins_list", "dsolo_ins_list_x", "dsolo_ins_list_y")
+                    and getattr(mod, "bias", None) is not None
+                ):
                     mod.bias.zero_()
     model.train(train)
     images, targets = [], []

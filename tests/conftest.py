@@ -14,7 +14,7 @@ if os.environ.get("SOLO_TEST_NO_INTERPRET", "0") != "1":
         import torch
 
         _has_cuda = torch.cuda.is_available()
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001  # pragma: no cover  (a broken CUDA setup counts as none)
         _has_cuda = False
     if not _has_cuda:
         os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -34,7 +34,8 @@ SESSION_SEED = int(os.environ.get("SOLO_TEST_SEED", random.SystemRandom().randra
 def pytest_report_header(config):
     return [
         f"solo: SOLO_TEST_SEED={SESSION_SEED}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}",
-        "solo backends: " + ", ".join(f"{k}={'yes' if v[0] else 'no'}" for k, v in solo.ops.available_backends().items()),
+        "solo backends: "
+        + ", ".join(f"{k}={'yes' if v[0] else 'no'}" for k, v in solo.ops.available_backends().items()),
     ]
 
 
@@ -47,7 +48,9 @@ def backend_params(device: str, *, triton: bool = True):
     out = []
     for name in names:
         if device == "cuda" and not CUDA:
-            out.append(pytest.param(name, device, marks=pytest.mark.skip(reason="no CUDA device"), id=f"{name}-{device}"))
+            out.append(
+                pytest.param(name, device, marks=pytest.mark.skip(reason="no CUDA device"), id=f"{name}-{device}")
+            )
             continue
         ok, why = solo.ops.available_backends(device)[name]
         marks = [] if ok else [pytest.mark.skip(reason=f"backend {name} unavailable: {why}")]

@@ -7,8 +7,12 @@ import solo.ops
 from solo.ops import reference
 from tests.conftest import all_backend_params, backend_params, set_cpu_isa
 
-GRAD_TOL = {torch.float32: (2e-5, 1e-9), torch.float16: (2e-3, 1e-8), torch.bfloat16: (1.6e-2, 1e-7),
-            torch.float64: (1e-10, 1e-15)}
+GRAD_TOL = {
+    torch.float32: (2e-5, 1e-9),
+    torch.float16: (2e-3, 1e-8),
+    torch.bfloat16: (1.6e-2, 1e-7),
+    torch.float64: (1e-10, 1e-15),
+}
 
 
 def blob_masks(p, h, w):
@@ -99,8 +103,17 @@ def test_parity_small(backend, device, dtype, decoupled, p, h, w):
 @pytest.mark.parametrize("target_dtype", [torch.bool, torch.uint8, torch.float16, torch.float32])
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 def test_target_dtypes_and_reductions(backend, device, target_dtype, reduction):
-    check(backend, 6, 9, 14, device, torch.float32, target_dtype, decoupled=target_dtype == torch.uint8,
-          reduction=reduction)
+    check(
+        backend,
+        6,
+        9,
+        14,
+        device,
+        torch.float32,
+        target_dtype,
+        decoupled=target_dtype == torch.uint8,
+        reduction=reduction,
+    )
 
 
 @pytest.mark.needs_ext
@@ -191,11 +204,11 @@ def test_deterministic(backend, device):
 def test_gradcheck_float64(backend, device, decoupled):
     x, y, t = make_inputs(3, 4, 5, device, torch.float64, target_dtype=torch.float32, decoupled=decoupled, scale=1.0)
     if decoupled:
-        f = lambda a, b: solo.ops.decoupled_dice_loss(a, b, t, backend=backend)  # noqa: E731
+        f = lambda a, b: solo.ops.decoupled_dice_loss(a, b, t, backend=backend)
         torch.autograd.gradcheck(f, (x.requires_grad_(True), y.requires_grad_(True)))
     else:
         for reduction in ("none", "mean"):
-            f = lambda a: solo.ops.dice_loss(a, t, reduction=reduction, backend=backend)  # noqa: E731
+            f = lambda a, reduction=reduction: solo.ops.dice_loss(a, t, reduction=reduction, backend=backend)
             torch.autograd.gradcheck(f, (x.requires_grad_(True),))
 
 
@@ -215,7 +228,7 @@ def test_opcheck(ns, decoupled):
     x, t = x.flatten(1).requires_grad_(True), t.flatten(1)
     y = None if y is None else y.flatten(1).requires_grad_(True)
     torch.library.opcheck(ops.dice_loss_fwd.default, (x, t, y, 1e-3))
-    loss, sums = ops.dice_loss_fwd(x.detach(), t, None if y is None else y.detach(), 1e-3)
+    _loss, sums = ops.dice_loss_fwd(x.detach(), t, None if y is None else y.detach(), 1e-3)
     torch.library.opcheck(
         ops.dice_loss_bwd.default, (torch.rand(4), x.detach(), t, None if y is None else y.detach(), sums, 1e-3)
     )

@@ -8,8 +8,12 @@ from solo.ops import reference
 from tests.conftest import all_backend_params, backend_params, set_cpu_isa
 
 # Gradients come back in the logits' dtype: one rounding of that dtype on top of fp32 arithmetic.
-GRAD_TOL = {torch.float32: (1e-5, 1e-7), torch.float16: (2e-3, 1e-6), torch.bfloat16: (1.6e-2, 1e-5),
-            torch.float64: (1e-10, 1e-13)}
+GRAD_TOL = {
+    torch.float32: (1e-5, 1e-7),
+    torch.float16: (2e-3, 1e-6),
+    torch.bfloat16: (1.6e-2, 1e-5),
+    torch.float64: (1e-10, 1e-13),
+}
 LOSS_TOL = {torch.float64: (1e-10, 1e-13)}  # losses: fp32 arithmetic for every other input dtype
 INTERPRETED = {"triton"}  # on CPU: keep shapes small
 
@@ -41,7 +45,9 @@ def check(backend, device, n, c, dtype, reduction="sum", alpha=0.25, gamma=2.0, 
     assert loss.shape == ((n, c) if reduction == "none" else ())
     exp_loss, exp_grad = reference64(x, labels, alpha, gamma, reduction)
     rtol, atol = LOSS_TOL.get(dtype, (2e-5, 1e-6))
-    torch.testing.assert_close(loss.to(torch.float64).cpu(), exp_loss.cpu(), rtol=rtol, atol=atol * max(1, n * c) ** 0.5)
+    torch.testing.assert_close(
+        loss.to(torch.float64).cpu(), exp_loss.cpu(), rtol=rtol, atol=atol * max(1, n * c) ** 0.5
+    )
     (g,) = torch.autograd.grad(loss.sum(), x)
     assert g.dtype == dtype and g.shape == x.shape
     rtol, atol = GRAD_TOL[dtype]
@@ -179,7 +185,10 @@ def test_gradcheck_float64(backend, device):
     x.requires_grad_(True)
     for reduction in ("none", "sum", "mean"):
         torch.autograd.gradcheck(
-            lambda t: solo.ops.sigmoid_focal_loss(t, labels, 0.25, 2.0, reduction, backend=backend), (x,)
+            lambda t, reduction=reduction: solo.ops.sigmoid_focal_loss(
+                t, labels, 0.25, 2.0, reduction, backend=backend
+            ),
+            (x,),
         )
     torch.autograd.gradcheck(lambda t: solo.ops.sigmoid_focal_loss(t, labels, 0.4, 1.5, "sum", backend=backend), (x,))
 

@@ -3,4 +3,4 @@
 from solo.configs.base import HEADS, Config, ModelConfig, TrainConfig
 from solo.configs.presets import DCN_PRESETS, PRESETS, get_config
 
-__all__ = ["HEADS", "Config", "ModelConfig", "TrainConfig", "PRESETS", "DCN_PRESETS", "get_config"]
+__all__ = ["DCN_PRESETS", "HEADS", "PRESETS", "Config", "ModelConfig", "TrainConfig", "get_config"]

@@ -11,14 +11,14 @@ from solo.ops.paste_masks import paste_masks
 
 __all__ = [
     "BACKENDS",
-    "available_backends",
-    "resolve_backend",
-    "sigmoid_focal_loss",
-    "dice_loss",
-    "decoupled_dice_loss",
-    "matrix_nms",
-    "downsample_masks",
-    "paste_masks",
     "GridTargets",
     "assign_grid_targets",
+    "available_backends",
+    "decoupled_dice_loss",
+    "dice_loss",
+    "downsample_masks",
+    "matrix_nms",
+    "paste_masks",
+    "resolve_backend",
+    "sigmoid_focal_loss",
 ]

@@ -8,12 +8,15 @@ from solo.ops import _ext
 
 TRITON_ERROR: str | None = None
 try:
-    from solo.ops import _triton_dice_loss, _triton_focal_loss  # noqa: F401  (register solo_triton::*)
-    from solo.ops import _triton_matrix_nms  # noqa: F401
-    from solo.ops import _triton_downsample_masks  # noqa: F401
-    from solo.ops import _triton_paste_masks  # noqa: F401
-    from solo.ops import _triton_assign_grid_targets  # noqa: F401
-except Exception as e:  # triton missing or unusable: the other backends still work
+    from solo.ops import (  # noqa: F401  (register solo_triton::*)
+        _triton_assign_grid_targets,
+        _triton_dice_loss,
+        _triton_downsample_masks,
+        _triton_focal_loss,
+        _triton_matrix_nms,
+        _triton_paste_masks,
+    )
+except Exception as e:  # noqa: BLE001  triton missing or unusable (any error): the other backends still work
     TRITON_ERROR = f"{type(e).__name__}: {e}"
 
 

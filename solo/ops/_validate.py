@@ -12,7 +12,8 @@ REDUCTIONS = ("none", "sum", "mean")
 
 def tensor(fn: str, name: str, value) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{fn}: {name} must be a torch.Tensor, got {type(value).__name__}")
+        # ValueError, not TypeError: every bad argument of the ops raises ValueError (DESIGN.md), so one except catches all
+        raise ValueError(f"{fn}: {name} must be a torch.Tensor, got {type(value).__name__}")  # noqa: TRY004
     return value
 
 
@@ -24,7 +25,9 @@ def floating(fn: str, name: str, t: torch.Tensor) -> None:
 def same_device(fn: str, ref_name: str, ref: torch.Tensor, **others: torch.Tensor) -> None:
     for name, t in others.items():
         if t.device != ref.device:
-            raise ValueError(f"{fn}: {name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device")
+            raise ValueError(
+                f"{fn}: {name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device"
+            )
 
 
 def reduction(fn: str, value: str) -> None:

@@ -45,7 +45,7 @@ def _masks(fn: str, masks) -> Tensor:
 
 def _int(fn: str, name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{fn}: {name} must be an int, got {value!r}")
+        raise ValueError(f"{fn}: {name} must be an int, got {value!r}")  # noqa: TRY004  (bad arguments: ValueError)
     v = operator.index(value)
     if v < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v}")

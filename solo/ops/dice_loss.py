@@ -11,7 +11,7 @@ from torch import Tensor
 from solo.ops import _registry, _validate, reference
 from solo.ops._backend import resolve_backend
 
-__all__ = ["dice_loss", "decoupled_dice_loss"]
+__all__ = ["decoupled_dice_loss", "dice_loss"]
 
 
 def _flatten(fn: str, logits: Tensor, targets: Tensor, y_logits: Tensor | None):
@@ -21,7 +21,9 @@ def _flatten(fn: str, logits: Tensor, targets: Tensor, y_logits: Tensor | None):
     if logits.dim() < 1:
         raise ValueError(f"{fn}: logits must have shape [P, ...], got a 0-d tensor")
     if targets.shape != logits.shape:
-        raise ValueError(f"{fn}: targets must have the shape of logits {tuple(logits.shape)}, got {tuple(targets.shape)}")
+        raise ValueError(
+            f"{fn}: targets must have the shape of logits {tuple(logits.shape)}, got {tuple(targets.shape)}"
+        )
     if not (targets.dtype in (torch.bool, torch.uint8) or targets.dtype.is_floating_point):
         raise ValueError(f"{fn}: targets must be bool, uint8 or floating point, got {targets.dtype}")
     _validate.same_device(fn, "logits", logits, targets=targets)

@@ -11,7 +11,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from torch import Tensor
 
 
@@ -27,7 +26,7 @@ def sigmoid_focal_loss(
 
     ``labels`` 0..C-1 mark the positive class, C background, negative values ignored rows.
     """
-    n, c = logits.shape
+    c = logits.shape[1]
     x = logits.to(acc_dtype(logits.dtype))
     valid = labels >= 0
     # One-hot over C classes; the background label C matches no column.
