@@ -152,6 +152,18 @@ def test_extension_for_another_torch_is_explained_and_not_loaded(tmp_path):
     assert out["LOADED"] == "True True" and out["WARN"] == "" and out["SAME"] == "True"
 
 
+def test_missing_library_with_a_build_record_says_not_built(tmp_path):
+    """A build record but no library (deleted, or a copied tree): "not built" and the build command, not Python's
+    misleading "circular import" ImportError of a from-import inside a package being imported."""
+    pkg = _copy_package(tmp_path / "nolib", torch.__version__)
+    for so in (pkg / "solo").glob("_C*"):
+        so.unlink()
+    out = _probe(pkg)
+    assert out["LOADED"] == "False False" and out["SAME"] == "True"
+    assert out["WHY"].startswith("solo._C is not built"), out["WHY"]
+    assert "circular" not in out["WHY"] and "pip install --no-build-isolation" in out["WHY"]
+
+
 def test_pyproject_metadata_and_runtime_requirements():
     try:
         import tomllib

@@ -9,6 +9,7 @@ and every op falls back to the reference (``solo.ops.available_backends()`` give
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 
@@ -61,7 +62,10 @@ def _load() -> tuple[object | None, str | None]:
     if mismatch is not None:
         return info, mismatch
     try:
-        from solo import _C  # noqa: F401  (loading the library runs its TORCH_LIBRARY registrations)
+        # import_module, not `from solo import _C`: a missing file then raises ModuleNotFoundError naming solo._C, where
+        # the from-import of a module of a package still being imported raises a plain ImportError that blames a
+        # "circular import" (loading the library runs its TORCH_LIBRARY registrations).
+        importlib.import_module("solo._C")
     except ModuleNotFoundError as e:
         if e.name != "solo._C":
             return info, f"solo._C could not be loaded ({type(e).__name__}: {e})"
