@@ -87,6 +87,9 @@ def test_build_mismatch_decision():
 _PROBE = textwrap.dedent(
     """
     import sys, warnings
+    # Only the copy is to be imported: an editable install's import hook (setuptools' __editable__ finder, consulted
+    # after the path) would otherwise resolve a submodule the copy lacks, such as solo._C, to the source tree's file.
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", type(f).__module__)]
     warnings.simplefilter("always")
     with warnings.catch_warnings(record=True) as caught:
         import solo
