@@ -123,19 +123,25 @@ def _copy_package(tmp_path, torch_version: str | None):
     return dst.parent
 
 
-def _probe(pkg_dir) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(pkg_dir)}
+def _python_stdout(code: str, cwd, pythonpath) -> str:
+    """Run ``python -c code`` in ``cwd`` with ``PYTHONPATH=pythonpath``; asserts it succeeds, returns its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     r = subprocess.run(
-        [sys.executable, "-c", _PROBE],
+        [sys.executable, "-c", code],
         check=False,
-        cwd=str(pkg_dir),
+        cwd=str(cwd),
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in r.stdout.splitlines() if " " in line}
+    return r.stdout
+
+
+def _probe(pkg_dir) -> dict[str, str]:
+    out = _python_stdout(_PROBE, pkg_dir, pkg_dir)
+    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.splitlines() if " " in line}
 
 
 @pytest.mark.needs_ext
@@ -342,19 +348,9 @@ def test_import_warns_under_a_torch_below_the_range(tmp_path):
         "    import solo\n"
         "print('|'.join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)))\n"
     )
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    r = subprocess.run(
-        [sys.executable, "-c", probe],
-        check=False,
-        cwd=str(tmp_path),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = _python_stdout(probe, tmp_path, ROOT)
     v = _versions_module()
-    assert f"torch 2.10.0+cpu is installed, but solo supports torch{v.SUPPORTED_TORCH}" in r.stdout
+    assert f"torch 2.10.0+cpu is installed, but solo supports torch{v.SUPPORTED_TORCH}" in out
 
 
 def test_triton_backend_refused_below_the_range(monkeypatch):
