@@ -13,6 +13,7 @@ with a minimum compute capability (``MIN_CAPABILITY``) cannot run on an older CU
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -91,6 +92,7 @@ def parse_arch_list(arch_list: str) -> list[tuple[int, int, bool]]:
     return codes
 
 
+@functools.lru_cache(maxsize=64)  # a pure function of its arguments, asked on every op call on a CUDA tensor
 def arch_runs_on(arch_list: str, capability: tuple[int, int]) -> bool:
     """Whether an extension built for ``arch_list`` has code a device of ``capability`` can run: machine code of
     the same major version and a minor version <= the device's (sm_80 runs on 8.6), or PTX of a version <= the
